@@ -1,0 +1,132 @@
+"""The ``radseg`` command line: parses arguments, calls the Python API, prints. Nothing else.
+
+A user error (:class:`radseg.errors.RadsegError`) prints one line and exits 2; ``--debug`` shows
+the traceback.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+from pathlib import Path
+
+from radseg.errors import RadsegError
+
+
+def _cmd_phantom(args: argparse.Namespace) -> int:
+    from radseg.pipeline.phantom import write_phantom_dataset
+
+    root = write_phantom_dataset(args.out, num_cases=args.cases, seed=args.seed, overwrite=args.overwrite)
+    print(f"wrote phantom dataset with {args.cases} training cases to {root}")
+    return 0
+
+
+def _cmd_check_data(args: argparse.Namespace) -> int:
+    from radseg.pipeline.check_data import check_dataset
+
+    report = check_dataset(args.dataset)
+    for line in report.lines():
+        print(line)
+    print(report.summary())
+    return 0 if report.ok else 1
+
+
+def _cmd_cache(args: argparse.Namespace) -> int:
+    from radseg.configs import load_config
+    from radseg.pipeline.cache import build_cache_for_dataset
+
+    cfg = load_config(args.config, args.set)
+    summary = build_cache_for_dataset(args.dataset, cfg)
+    print(summary)
+    return 0
+
+
+def _cmd_networks(args: argparse.Namespace) -> int:
+    from radseg.networks import network_table
+
+    print(network_table(spacing=args.spacing))
+    return 0
+
+
+def _cmd_train(args: argparse.Namespace) -> int:
+    from radseg.configs import load_config
+    from radseg.pipeline.fit import fit
+
+    cfg = load_config(args.config, args.set)
+    result = fit(cfg, data=args.data, output=args.output, fold=args.fold, resume=args.resume, overwrite=args.overwrite)
+    print(result)
+    return 0
+
+
+def _cmd_demo(args: argparse.Namespace) -> int:
+    from radseg.pipeline.demo import run_demo
+
+    print(run_demo(output=args.output, cases=args.cases, overwrite=args.overwrite))
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The argument parser with every subcommand."""
+    parser = argparse.ArgumentParser(prog="radseg", description=__doc__.splitlines()[0])
+    parser.add_argument("--debug", action="store_true", help="show tracebacks and debug logging")
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    p = sub.add_parser("phantom", help="write a synthetic abdominal CT dataset (MSD layout)")
+    p.add_argument("out", type=Path)
+    p.add_argument("--cases", type=int, default=6, help="number of training cases")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--overwrite", action="store_true", help="replace an existing phantom folder")
+    p.set_defaults(func=_cmd_phantom)
+
+    p = sub.add_parser("check-data", help="check every case of a dataset before training")
+    p.add_argument("dataset", type=Path)
+    p.set_defaults(func=_cmd_check_data)
+
+    p = sub.add_parser("cache", help="fingerprint a dataset and fill the preprocessing cache")
+    p.add_argument("dataset", type=Path)
+    _add_config_args(p)
+    p.set_defaults(func=_cmd_cache)
+
+    p = sub.add_parser("networks", help="list the registered networks with receptive fields and FLOPs")
+    p.add_argument("--spacing", type=float, nargs=3, default=(1.0, 1.0, 1.0), metavar=("X", "Y", "Z"))
+    p.set_defaults(func=_cmd_networks)
+
+    p = sub.add_parser("train", help="train a network on a dataset")
+    _add_config_args(p)
+    p.add_argument("--data", type=Path, required=True)
+    p.add_argument("--output", type=Path, required=True)
+    p.add_argument("--fold", type=int, default=None)
+    p.add_argument("--resume", action="store_true", help="continue the run in --output")
+    p.add_argument("--overwrite", action="store_true", help="replace the run in --output")
+    p.set_defaults(func=_cmd_train)
+
+    p = sub.add_parser("demo", help="phantom data, check, cache, train, predict: the quick start")
+    p.add_argument("--output", type=Path, default=Path("demo-runs"))
+    p.add_argument("--cases", type=int, default=12)
+    p.add_argument("--overwrite", action="store_true")
+    p.set_defaults(func=_cmd_demo)
+    return parser
+
+
+def _add_config_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--config", default="demo", help="preset name or YAML file (default: demo)")
+    p.add_argument("--set", action="append", default=[], metavar="SECTION.KEY=VALUE", help="override a setting")
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Entry point of the ``radseg`` console script."""
+    args = build_parser().parse_args(argv)
+    logging.basicConfig(
+        level=logging.DEBUG if args.debug else logging.INFO, format="%(levelname)s %(name)s: %(message)s"
+    )
+    try:
+        return args.func(args)
+    except RadsegError as err:
+        if args.debug:
+            raise
+        print(f"radseg {args.command}: error: {err}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("interrupted", file=sys.stderr)
+        return 130

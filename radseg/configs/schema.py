@@ -1,0 +1,135 @@
+"""The typed config schema: every setting a run has, with its default.
+
+YAML presets and ``--set`` overrides are read into these dataclasses by
+:func:`radseg.configs.loader.load_config`; nothing else builds them from user input.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, Literal, Union
+
+Auto = Literal["auto"]
+
+
+@dataclass
+class DataConfig:
+    """Where the dataset is and how it is split into folds (by case)."""
+
+    root: Union[str, None] = None
+    modality: Literal["auto", "CT", "MRI"] = "auto"
+    num_folds: int = 5
+    fold: int = 0
+    split_seed: int = 0
+
+
+@dataclass
+class PreprocessConfig:
+    """The deterministic transform chain (cached): orient, resample, normalise, crop."""
+
+    #: mm per voxel (x, y, z) in RAS, or "auto": the dataset fingerprint's median spacing
+    target_spacing: Union[Auto, list[float]] = "auto"
+    #: CT clip window in HU, or "auto": foreground 0.5 / 99.5 percentiles from the fingerprint
+    ct_window: Union[Auto, list[float]] = "auto"
+    #: CT scaling after clipping: "window" maps the window to [0, 1]; "zscore" uses the
+    #: fingerprint's foreground mean/std (nnU-Net's CT scheme). MRI is always z-scored.
+    ct_normalization: Literal["window", "zscore"] = "zscore"
+    #: crop each scan to its body (foreground) bounding box before caching
+    crop_foreground: bool = True
+    #: HU above which a CT voxel counts as body for the foreground crop
+    body_threshold_hu: float = -500.0
+    #: margin in voxels around the body box
+    crop_margin: int = 4
+
+
+@dataclass
+class AugmentConfig:
+    """The random tail of the training chain: patch sampling and augmentation."""
+
+    sampler: Literal["pos_neg", "label_classes"] = "pos_neg"
+    #: RandCropByPosNegLabel: weights of foreground- and background-centred patches
+    pos: float = 2.0
+    neg: float = 1.0
+    #: RandCropByLabelClasses: one weight per class (background first); None = equal weights
+    class_ratios: Union[list[float], None] = None
+    num_samples: int = 2
+    flip_prob: float = 0.5
+    rotate90_prob: float = 0.0
+    intensity_shift: float = 0.1
+    intensity_scale: float = 0.1
+    intensity_prob: float = 0.5
+    affine_prob: float = 0.0
+    elastic_prob: float = 0.0
+
+
+@dataclass
+class CacheConfig:
+    """Where preprocessed cases are kept between epochs."""
+
+    mode: Literal["ram", "disk", "none"] = "ram"
+    #: RAM cache budget in GiB: as many cases as fit are cached, the rest load per epoch
+    ram_budget_gb: float = 4.0
+    #: disk cache folder; None means ".radseg-cache" in the current directory
+    cache_dir: Union[str, None] = None
+    #: dtype of cached images after normalisation (labels are always uint8)
+    image_dtype: Literal["float16", "float32"] = "float16"
+    num_workers: int = 2
+
+
+@dataclass
+class NetworkConfig:
+    """Which registered network to build, and its own typed parameters."""
+
+    name: str = "unet3d"
+    in_channels: Union[int, None] = None
+    out_channels: Union[int, None] = None
+    #: network-specific settings, validated against the registry entry's parameter class
+    params: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass
+class TrainConfig:
+    """The optimisation loop."""
+
+    roi_size: list[int] = field(default_factory=lambda: [96, 96, 96])
+    batch_size: int = 2
+    max_epochs: int = 100
+    iterations_per_epoch: int = 250
+    optimizer: Literal["adamw", "sgd"] = "adamw"
+    learning_rate: float = 1e-3
+    weight_decay: float = 1e-5
+    momentum: float = 0.99
+    warmup_epochs: int = 0
+    schedule: Literal["poly", "cosine", "constant"] = "poly"
+    grad_clip: Union[float, None] = 12.0
+    loss: Literal["dice_ce", "dice", "focal", "dice_focal"] = "dice_ce"
+    amp: Literal["auto", "none", "bf16", "fp16"] = "auto"
+    channels_last: bool = True
+    val_interval: int = 1
+    seed: int = 0
+    deterministic: bool = False
+
+
+@dataclass
+class InferenceConfig:
+    """Sliding-window inference, shared by validation and prediction."""
+
+    #: window size; None = train.roi_size
+    roi_size: Union[list[int], None] = None
+    sw_batch_size: int = 2
+    overlap: float = 0.5
+    blend_mode: Literal["gaussian", "constant"] = "gaussian"
+    mirror: bool = False
+
+
+@dataclass
+class RadsegConfig:
+    """A whole run's configuration."""
+
+    data: DataConfig = field(default_factory=DataConfig)
+    preprocess: PreprocessConfig = field(default_factory=PreprocessConfig)
+    augment: AugmentConfig = field(default_factory=AugmentConfig)
+    cache: CacheConfig = field(default_factory=CacheConfig)
+    network: NetworkConfig = field(default_factory=NetworkConfig)
+    train: TrainConfig = field(default_factory=TrainConfig)
+    inference: InferenceConfig = field(default_factory=InferenceConfig)

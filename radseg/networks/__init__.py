@@ -1,0 +1,1 @@
+"""The network registry: our own networks and builders for MONAI's."""

@@ -1,0 +1,1 @@
+"""Datasets and caches, training, sliding-window inference, evaluation."""

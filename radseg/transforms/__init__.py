@@ -1,0 +1,1 @@
+"""MONAI dictionary-transform chains: load, orient, resample, normalise, crop, augment."""
