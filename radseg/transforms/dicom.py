@@ -1,0 +1,141 @@
+"""DICOM series: finding them in a folder, and their geometry from slice headers alone.
+
+Used by :func:`radseg.transforms.io.read_header` to describe a series cheaply and to flag the
+geometries that break a plain 3D read: missing slices (uneven positions) and tilted gantries.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Union
+
+import numpy as np
+import pydicom
+import SimpleITK as sitk
+
+from radseg.errors import DataError
+
+_GEOMETRY_TAGS = ["ImagePositionPatient", "ImageOrientationPatient", "PixelSpacing"]
+#: relative tolerance on slice gaps before a series counts as unevenly spaced
+_GAP_TOLERANCE = 0.01
+#: sine of the angle between the stacking direction and the slice normal that counts as tilt
+_TILT_TOLERANCE = 1e-3
+
+
+@dataclass(frozen=True)
+class SliceGeometry:
+    """Geometry of a DICOM series in SimpleITK's conventions (LPS, index order x, y, z)."""
+
+    spacing: tuple[float, float, float]
+    origin: tuple[float, float, float]
+    direction: tuple[tuple[float, ...], ...]
+    slices_even: bool
+    gantry_tilt: bool
+
+
+def list_dicom_series(folder: Union[str, Path]) -> dict[str, list[str]]:
+    """The DICOM series in a folder (not its subfolders).
+
+    Args:
+        folder: a folder of DICOM files.
+
+    Returns:
+        SeriesInstanceUID -> its files, sorted along the slice normal (GDCM's order). A series
+        without a SeriesInstanceUID is listed under "".
+    """
+    folder = str(folder)
+    uids = sitk.ImageSeriesReader.GetGDCMSeriesIDs(folder)
+    return {uid: list(sitk.ImageSeriesReader.GetGDCMSeriesFileNames(folder, uid)) for uid in uids}
+
+
+def series_files(folder: Path, series_uid: str | None,
+                 series: dict[str, list[str]] | None = None) -> list[str]:
+    """The files of the chosen (or only) DICOM series in a folder, sorted along the normal.
+
+    Raises:
+        DataError: no DICOM in the folder, an unknown ``series_uid``, or several series and no
+            ``series_uid``.
+    """
+    series = list_dicom_series(folder) if series is None else series
+    if not series:
+        has_files = any(p.is_file() for p in folder.iterdir())
+        what = "no DICOM files" if has_files else "no files"
+        raise DataError(f"folder {folder} holds {what}; expected one DICOM series; fix: point to "
+                        "the folder that holds the .dcm slices, or to a NIfTI file")
+    if series_uid is not None:
+        if series_uid not in series:
+            raise DataError(f"series {series_uid!r} is not in {folder}; it holds: "
+                            f"{_describe_series(series)}; fix: choose one of these UIDs")
+        return series[series_uid]
+    if len(series) > 1:
+        raise DataError(f"folder {folder} holds {len(series)} DICOM series: "
+                        f"{_describe_series(series)}; expected one; fix: move each series into its "
+                        "own folder or pass series_uid=")
+    return next(iter(series.values()))
+
+
+def _describe_series(series: dict[str, list[str]]) -> str:
+    parts = []
+    for uid, files in series.items():
+        description = series_description(files[0])
+        parts.append(f"{uid or '<no SeriesInstanceUID>'} ({len(files)} files, {description!r})")
+    return "; ".join(parts)
+
+
+def series_description(path: str) -> str:
+    """SeriesDescription of one DICOM file, or "" when absent or unreadable."""
+    try:
+        header = pydicom.dcmread(path, stop_before_pixels=True, specific_tags=["SeriesDescription"])
+    except (OSError, pydicom.errors.InvalidDicomError):
+        return ""
+    return str(header.get("SeriesDescription", ""))
+
+
+def slice_geometry(files: Sequence[str]) -> SliceGeometry:
+    """Spacing, origin, direction and sanity flags of a series from its slice headers.
+
+    Args:
+        files: the slices of one series (any order).
+
+    Returns:
+        The geometry; z spacing is the median gap between slice positions along the normal.
+
+    Raises:
+        KeyError, ValueError, OSError: a slice lacks geometry tags or cannot be read.
+    """
+    headers = [pydicom.dcmread(f, stop_before_pixels=True, specific_tags=_GEOMETRY_TAGS) for f in files]
+    orientation = np.asarray(headers[0].ImageOrientationPatient, dtype=np.float64)
+    row, column = orientation[:3], orientation[3:]
+    normal = np.cross(row, column)
+    positions = np.asarray([h.ImagePositionPatient for h in headers], dtype=np.float64)
+    order = np.argsort(positions @ normal)
+    positions = positions[order]
+    gaps = np.diff(positions @ normal)
+    z_spacing = float(np.median(gaps)) if len(gaps) else 1.0
+    pixel_spacing = [float(v) for v in headers[0].PixelSpacing]  # (row gap, column gap) = (y, x)
+    return SliceGeometry(
+        spacing=(pixel_spacing[1], pixel_spacing[0], z_spacing),
+        origin=tuple(float(v) for v in positions[0]),
+        direction=tuple(tuple(float(v) for v in r) for r in np.stack([row, column, normal], axis=1)),
+        slices_even=_even(gaps),
+        gantry_tilt=_tilted(positions, normal),
+    )
+
+
+def _even(gaps: np.ndarray) -> bool:
+    if len(gaps) < 2:
+        return True
+    median = np.median(gaps)
+    return bool(median > 0 and np.all(np.abs(gaps - median) <= _GAP_TOLERANCE * median))
+
+
+def _tilted(positions: np.ndarray, normal: np.ndarray) -> bool:
+    if len(positions) < 2:
+        return False
+    stack = positions[-1] - positions[0]
+    length = np.linalg.norm(stack)
+    if length == 0:
+        return False
+    return bool(np.linalg.norm(np.cross(stack / length, normal)) > _TILT_TOLERANCE)

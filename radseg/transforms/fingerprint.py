@@ -1,0 +1,303 @@
+"""The dataset fingerprint (nnU-Net's idea): spacing, shape and CT intensity statistics.
+
+Computed once over the training cases and stored beside the results as ``fingerprint.json``;
+:func:`resolve_preprocess` turns the config's "auto" settings into numbers from it.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import tempfile
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass, fields
+from pathlib import Path
+from typing import Any, Union
+
+import numpy as np
+import SimpleITK as sitk
+from tqdm import tqdm
+
+from radseg import keys
+from radseg.configs.schema import PreprocessConfig
+from radseg.errors import ConfigError, DataError
+from radseg.transforms.io import read_header, read_image
+
+logger = logging.getLogger(__name__)
+
+#: foreground voxels sampled per case for the intensity statistics (nnU-Net samples similarly)
+SAMPLES_PER_CASE = 10_000
+#: coarse axis / finest axis ratio above which the coarse axis is resampled less (nnU-Net: 3)
+ANISOTROPY_THRESHOLD = 3.0
+FINGERPRINT_VERSION = 1
+
+
+@dataclass
+class Fingerprint:
+    """What the training cases look like. Spacings and shapes are in RAS axis order (x, y, z).
+
+    Intensity fields are None for MRI (z-scored per volume) and for CT without labels.
+    """
+
+    modality: str
+    case_ids: list[str]
+    spacings: list[list[float]]
+    shapes: list[list[int]]
+    median_spacing: list[float]
+    median_shape: list[float]
+    #: median spacing with nnU-Net's anisotropy rule applied to the coarse axis
+    target_spacing: list[float]
+    percentile_00_5: Union[float, None] = None
+    percentile_99_5: Union[float, None] = None
+    mean: Union[float, None] = None
+    std: Union[float, None] = None
+    num_foreground_samples: int = 0
+    version: int = FINGERPRINT_VERSION
+
+    def to_dict(self) -> dict[str, Any]:
+        """Plain JSON-ready dict."""
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> Fingerprint:
+        """Inverse of :meth:`to_dict`; unknown keys are refused."""
+        known = {f.name for f in fields(cls)}
+        unknown = sorted(set(data) - known)
+        if unknown:
+            raise DataError(f"fingerprint has unknown keys {unknown}; expected {sorted(known)}; "
+                            "fix: delete fingerprint.json so it is computed again")
+        return cls(**data)
+
+
+@dataclass(frozen=True)
+class ResolvedPreprocess:
+    """The preprocessing settings with every "auto" replaced by a number."""
+
+    modality: str
+    target_spacing: tuple[float, float, float]
+    ct_window: Union[tuple[float, float], None] = None
+    ct_normalization: str = "zscore"
+    mean: Union[float, None] = None
+    std: Union[float, None] = None
+    crop_foreground: bool = True
+    body_threshold_hu: float = -500.0
+    crop_margin: int = 4
+
+    def to_dict(self) -> dict[str, Any]:
+        """Plain JSON-ready dict (keys the cache and travels with checkpoints)."""
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> ResolvedPreprocess:
+        """Inverse of :meth:`to_dict`."""
+        data = dict(data)
+        data["target_spacing"] = tuple(data["target_spacing"])
+        if data.get("ct_window") is not None:
+            data["ct_window"] = tuple(data["ct_window"])
+        return cls(**data)
+
+
+def compute_fingerprint(datalist: Sequence[dict], modality: str, *, seed: int = 0,
+                        samples_per_case: int = SAMPLES_PER_CASE, progress: bool = True) -> Fingerprint:
+    """Measure the training cases: spacing and shape from headers, CT foreground intensities.
+
+    Args:
+        datalist: dicts with ``keys.IMAGE`` (path, or list of paths for channels), optionally
+            ``keys.LABEL`` and ``keys.CASE_ID``.
+        modality: "CT" or "MRI"; intensity statistics are gathered for CT only.
+        seed: seed of the foreground voxel sampling.
+        samples_per_case: foreground voxels sampled per case (all of them when fewer).
+        progress: show a progress bar over cases.
+
+    Returns:
+        The fingerprint.
+
+    Raises:
+        DataError: an empty datalist, an unreadable case, or an image and label on different grids.
+    """
+    if not datalist:
+        raise DataError("cannot compute a fingerprint of 0 training cases; expected at least one; "
+                        "fix: check the dataset path and its training list")
+    modality = _canonical_modality(modality)
+    rng = np.random.default_rng(seed)
+    spacings, shapes, case_ids, samples = [], [], [], []
+    for index, case in enumerate(tqdm(datalist, desc="fingerprint", unit="case", disable=not progress)):
+        image_path = _first_channel(case[keys.IMAGE])
+        spacing, shape = _ras_spacing_and_shape(image_path)
+        spacings.append(spacing)
+        shapes.append(shape)
+        case_ids.append(str(case.get(keys.CASE_ID, index)))
+        if modality == "CT" and case.get(keys.LABEL):
+            samples.append(_foreground_samples(image_path, case[keys.LABEL], rng, samples_per_case))
+    return _assemble(modality, case_ids, spacings, shapes, samples)
+
+
+def save_fingerprint(fingerprint: Fingerprint, path: Union[str, Path]) -> Path:
+    """Write the fingerprint as JSON atomically (a crash never leaves half a file)."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    handle, temp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(handle, "w") as stream:
+            json.dump(fingerprint.to_dict(), stream, indent=2)
+        os.replace(temp, path)
+    except BaseException:
+        Path(temp).unlink(missing_ok=True)
+        raise
+    return path
+
+
+def load_fingerprint(path: Union[str, Path]) -> Fingerprint:
+    """Read a fingerprint written by :func:`save_fingerprint`."""
+    path = Path(path)
+    try:
+        data = json.loads(path.read_text())
+    except (OSError, json.JSONDecodeError) as err:
+        raise DataError(f"cannot read fingerprint {path}: {err}; fix: delete it so it is computed "
+                        "again") from err
+    return Fingerprint.from_dict(data)
+
+
+def resolve_preprocess(preprocess_cfg: PreprocessConfig, fingerprint: Union[Fingerprint, None],
+                       modality: str) -> ResolvedPreprocess:
+    """Replace the config's "auto" values with numbers from the fingerprint.
+
+    Args:
+        preprocess_cfg: ``cfg.preprocess``.
+        fingerprint: the training set's fingerprint, or None when none was computed.
+        modality: "CT" or "MRI" (the dataset's, when ``data.modality`` is "auto").
+
+    Returns:
+        The resolved settings.
+
+    Raises:
+        ConfigError: "auto" (or CT z-scoring) is asked for but there is no fingerprint or it
+            lacks what is needed, or the modality is unknown.
+    """
+    modality = _canonical_modality(modality, ConfigError)
+    cfg = preprocess_cfg
+    if cfg.target_spacing == "auto":
+        target_spacing = tuple(_need(fingerprint, "target_spacing", "preprocess.target_spacing"))
+    else:
+        target_spacing = tuple(float(s) for s in cfg.target_spacing)
+    window, mean, std = None, None, None
+    if modality == "CT":
+        window, mean, std = _resolve_ct(cfg, fingerprint)
+    return ResolvedPreprocess(
+        modality=modality, target_spacing=target_spacing, ct_window=window,
+        ct_normalization=cfg.ct_normalization, mean=mean, std=std,
+        crop_foreground=cfg.crop_foreground, body_threshold_hu=float(cfg.body_threshold_hu),
+        crop_margin=int(cfg.crop_margin))
+
+
+def anisotropic_target_spacing(spacings: np.ndarray, shapes: np.ndarray) -> np.ndarray:
+    """nnU-Net's target spacing: the median, but the 10th percentile on a very coarse axis.
+
+    When the coarsest median spacing exceeds ``ANISOTROPY_THRESHOLD`` times the finest other one
+    (and that axis also has that many times fewer voxels), resampling to the median would
+    interpolate too much; the coarse axis takes the 10th percentile of its spacings instead, kept
+    above the other axes' spacing.
+
+    Args:
+        spacings: (N, 3) spacing per case.
+        shapes: (N, 3) shape per case.
+    """
+    target = np.median(spacings, axis=0)
+    target_shape = np.median(shapes, axis=0)
+    coarse = int(np.argmax(target))
+    others = [axis for axis in range(len(target)) if axis != coarse]
+    if not others:
+        return target
+    other_spacing = max(target[others])
+    aniso_spacing = target[coarse] > ANISOTROPY_THRESHOLD * other_spacing
+    aniso_voxels = target_shape[coarse] * ANISOTROPY_THRESHOLD < min(target_shape[others])
+    if aniso_spacing and aniso_voxels:
+        coarse_spacing = float(np.percentile(spacings[:, coarse], 10))
+        if coarse_spacing < other_spacing:
+            coarse_spacing = other_spacing + 1e-5
+        target[coarse] = coarse_spacing
+    return target
+
+
+def _resolve_ct(cfg: PreprocessConfig, fingerprint: Union[Fingerprint, None]):
+    if cfg.ct_window == "auto":
+        low = _need(fingerprint, "percentile_00_5", "preprocess.ct_window")
+        high = _need(fingerprint, "percentile_99_5", "preprocess.ct_window")
+        window = (float(low), float(high))
+    else:
+        window = tuple(float(v) for v in cfg.ct_window)
+    if len(window) != 2 or window[0] >= window[1]:
+        raise ConfigError(f"preprocess.ct_window must be [low, high] with low < high, not {list(window)}")
+    if cfg.ct_normalization != "zscore":
+        return window, None, None
+    mean = _need(fingerprint, "mean", "preprocess.ct_normalization=zscore")
+    std = _need(fingerprint, "std", "preprocess.ct_normalization=zscore")
+    return window, float(mean), max(float(std), 1e-8)
+
+
+def _need(fingerprint: Union[Fingerprint, None], name: str, setting: str):
+    value = None if fingerprint is None else getattr(fingerprint, name)
+    if value is None:
+        why = "no dataset fingerprint was given" if fingerprint is None else (
+            f"the fingerprint has no {name} (no CT labels to sample foreground from?)")
+        raise ConfigError(f"{setting} needs the fingerprint's {name}, but {why}; fix: compute the "
+                          f"fingerprint from labelled training cases, or set {setting.split('=')[0]} "
+                          "explicitly (for CT z-scoring: preprocess.ct_normalization=window)")
+    return value
+
+
+def _canonical_modality(modality: str, error: type = DataError) -> str:
+    name = str(modality).upper()
+    if name in ("CT",):
+        return "CT"
+    if name in ("MR", "MRI"):
+        return "MRI"
+    raise error(f"modality must be 'CT' or 'MRI', not {modality!r}; fix: set data.modality "
+                "or the modality in dataset.json")
+
+
+def _first_channel(image: Union[str, Sequence[str]]) -> str:
+    return image if isinstance(image, (str, Path)) else image[0]
+
+
+def _ras_spacing_and_shape(path: Union[str, Path]) -> tuple[list[float], list[int]]:
+    """Spacing and shape along the RAS axes (the axes after Orientationd("RAS"))."""
+    header = read_header(path)
+    direction = np.asarray(header.direction)[:3, :3]
+    index_axis = np.argmax(np.abs(direction), axis=1)  # for each world axis, its closest index axis
+    if len(set(index_axis.tolist())) != 3:  # oblique at 45 degrees: keep index order
+        index_axis = np.arange(3)
+    return ([float(header.spacing[i]) for i in index_axis], [int(header.shape[i]) for i in index_axis])
+
+
+def _foreground_samples(image_path, label_path, rng: np.random.Generator, count: int) -> np.ndarray:
+    image, label = read_image(image_path), read_image(label_path)
+    if image.GetSize()[:3] != label.GetSize()[:3]:
+        raise DataError(f"label {label_path} has shape {label.GetSize()} but image {image_path} has "
+                        f"{image.GetSize()}; expected one grid; fix: resample the label to the image")
+    values = sitk.GetArrayViewFromImage(image)[sitk.GetArrayViewFromImage(label) > 0]
+    if values.size > count:
+        values = rng.choice(values, size=count, replace=False)
+    return np.asarray(values, dtype=np.float64)
+
+
+def _assemble(modality, case_ids, spacings, shapes, samples) -> Fingerprint:
+    spacing_array, shape_array = np.asarray(spacings), np.asarray(shapes)
+    stats: dict[str, Any] = {}
+    foreground = np.concatenate(samples) if samples else np.empty(0)
+    if foreground.size:
+        stats = {
+            "percentile_00_5": float(np.percentile(foreground, 0.5)),
+            "percentile_99_5": float(np.percentile(foreground, 99.5)),
+            "mean": float(foreground.mean()),
+            "std": float(foreground.std()),
+            "num_foreground_samples": int(foreground.size),
+        }
+    elif modality == "CT":
+        logger.warning("no foreground voxels found in the CT labels: no intensity statistics")
+    return Fingerprint(
+        modality=modality, case_ids=case_ids, spacings=spacing_array.tolist(),
+        shapes=shape_array.tolist(), median_spacing=np.median(spacing_array, axis=0).tolist(),
+        median_shape=np.median(shape_array, axis=0).tolist(),
+        target_spacing=anisotropic_target_spacing(spacing_array, shape_array).tolist(), **stats)
