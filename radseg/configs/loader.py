@@ -106,6 +106,26 @@ def validate_config(cfg: RadsegConfig) -> None:
         raise ConfigError("; ".join(problems))
 
 
+def build_dataclass(cls: type, raw: Any, path: str) -> Any:
+    """Validate a plain mapping against a dataclass, with the same rules as :func:`load_config`.
+
+    Used for sections whose schema is only known at run time, e.g. ``network.params``, whose
+    dataclass comes from the network registry.
+
+    Args:
+        cls: the dataclass whose typed fields (with defaults) define the valid keys.
+        raw: the mapping read from YAML (None counts as empty).
+        path: dotted path of ``raw`` in the config, used in messages (``"network.params"``).
+
+    Returns:
+        An instance of ``cls``.
+
+    Raises:
+        ConfigError: an unknown key (naming its dotted path and the closest valid key) or a wrong type.
+    """
+    return _build(cls, {} if raw is None else raw, path)
+
+
 def _read_source(source: str | Path | dict | None) -> dict:
     if source is None:
         return {}
