@@ -59,12 +59,14 @@ class DatasetSpec:
         return len(self.labels)
 
 
-def discover_dataset(path: str | Path) -> DatasetSpec:
+def discover_dataset(path: str | Path, *, check_files: bool = True) -> DatasetSpec:
     """Find every case of the dataset at ``path`` and check that its files exist.
 
     Args:
         path: a dataset folder (MSD, nnU-Net v2 raw, or ``images/`` + ``labels/``), its
             ``dataset.json``, or a CSV file with ``image`` and ``label`` columns.
+        check_files: refuse listed files that do not exist (check-data turns this off to report
+            them beside every other problem, one line per case).
 
     Returns:
         The dataset's cases (labelled ones in ``training``, others in ``test``) and declarations.
@@ -85,6 +87,10 @@ def discover_dataset(path: str | Path) -> DatasetSpec:
     else:
         spec = _discover_folder(path)
     _check_unique([c.case_id for c in spec.training + spec.test], spec.root)
+    if check_files:
+        fix = (f"fix the paths in {path} (they are relative to its folder)" if spec.layout == "csv"
+               else "restore the files or remove their entries from dataset.json")
+        _check_files(spec.training + spec.test, fix)
     logger.info("dataset %s (%s): %d training, %d test cases", spec.name, spec.layout, len(spec.training), len(spec.test))
     return spec
 
@@ -162,7 +168,6 @@ def _discover_msd(root: Path, meta: dict) -> DatasetSpec:
         image = entry.get("image") if isinstance(entry, dict) else entry
         label = entry.get("label") if isinstance(entry, dict) else None
         test.append(_msd_case(root, image, label or _test_label(root, image)))
-    _check_files(training + test, "restore the files or remove their entries from dataset.json")
     return DatasetSpec(
         root, "msd", meta.get("name", root.name), _modality(channels), channels,
         _int_labels(meta["labels"], json_path), training, test,
@@ -272,7 +277,6 @@ def _discover_csv(path: Path) -> DatasetSpec:
         image = path.parent / row["image"]
         label = path.parent / row["label"] if row.get("label") else None
         cases.append(Case(row.get("case_id") or case_name(image) or image.name, [image], label))
-    _check_files(cases, f"fix the paths in {path} (they are relative to its folder)")
     return _unlabelled_to_test(path.parent, "csv", path.stem, cases, _labels_json(path.parent))
 
 
