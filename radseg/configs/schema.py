@@ -108,6 +108,8 @@ class TrainConfig:
     val_interval: int = 1
     seed: int = 0
     deterministic: bool = False
+    #: "auto": CUDA when present (cuda:LOCAL_RANK under torchrun), else CPU
+    device: Literal["auto", "cpu", "cuda"] = "auto"
 
 
 @dataclass

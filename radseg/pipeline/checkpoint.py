@@ -1,0 +1,111 @@
+"""Checkpoints written atomically and read with ``torch.load(weights_only=True)``.
+
+A checkpoint is a dict of tensors and plain containers (dict, list, tuple, str, int, float, bool,
+None) only, so it loads without unpickling arbitrary objects. Random-number-generator states
+are converted to that form by :func:`capture_rng_state` and back by :func:`restore_rng_state`.
+"""
+
+from __future__ import annotations
+
+import os
+import random
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from radseg.errors import DataError
+
+
+def save_checkpoint(path: str | Path, state: dict[str, Any]) -> Path:
+    """Write ``state`` to ``path`` atomically: a temporary file in the same folder, fsync, rename.
+
+    A crash or SIGKILL at any moment leaves either the old file or the new one, never a torn file.
+
+    Args:
+        path: destination, e.g. ``RUN/last.pt``.
+        state: tensors and plain containers only (see the module docstring).
+
+    Returns:
+        The path written.
+    """
+    path = Path(path)
+    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
+    try:
+        with open(tmp, "wb") as handle:
+            torch.save(state, handle)
+            handle.flush()
+            os.fsync(handle.fileno())
+        os.replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)
+    _fsync_dir(path.parent)
+    return path
+
+
+def _fsync_dir(folder: Path) -> None:
+    # the rename itself is durable only once the directory entry is flushed (POSIX)
+    try:
+        fd = os.open(folder, os.O_RDONLY)
+    except OSError:
+        return
+    try:
+        os.fsync(fd)
+    except OSError:
+        pass
+    finally:
+        os.close(fd)
+
+
+def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") -> dict[str, Any]:
+    """Read a checkpoint with ``weights_only=True``.
+
+    Raises:
+        DataError: the file is missing, truncated or holds objects other than tensors and
+            plain containers.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise DataError(f"checkpoint {path} does not exist; check the run folder or train first")
+    try:
+        return torch.load(path, map_location=map_location, weights_only=True)
+    except Exception as err:  # torch raises several types for torn or foreign files
+        raise DataError(
+            f"checkpoint {path} cannot be read as a radseg checkpoint ({type(err).__name__}: {err}); "
+            "it may be damaged or written by another tool"
+        ) from err
+
+
+def capture_rng_state() -> dict[str, Any]:
+    """The python, numpy, torch and CUDA random states as tensors and plain containers."""
+    version, internal, gauss = random.getstate()
+    name, keys, pos, has_gauss, cached = np.random.get_state()
+    state = {
+        "python": {"version": version, "state": list(internal), "gauss": gauss},
+        "numpy": {
+            "name": name,
+            "keys": torch.from_numpy(keys.astype(np.int64)),
+            "pos": int(pos),
+            "has_gauss": int(has_gauss),
+            "cached_gaussian": float(cached),
+        },
+        "torch": torch.get_rng_state(),
+    }
+    if torch.cuda.is_available():
+        state["cuda"] = torch.cuda.get_rng_state_all()
+    return state
+
+
+def restore_rng_state(state: dict[str, Any]) -> None:
+    """Restore states captured by :func:`capture_rng_state` (CUDA only where present on both sides)."""
+    python = state["python"]
+    random.setstate((python["version"], tuple(python["state"]), python["gauss"]))
+    numpy = state["numpy"]
+    np.random.set_state(
+        (numpy["name"], numpy["keys"].numpy().astype(np.uint32), numpy["pos"], numpy["has_gauss"],
+         numpy["cached_gaussian"])
+    )
+    torch.set_rng_state(state["torch"].cpu())
+    if "cuda" in state and torch.cuda.is_available() and len(state["cuda"]) == torch.cuda.device_count():
+        torch.cuda.set_rng_state_all([s.cpu() for s in state["cuda"]])

@@ -1,0 +1,88 @@
+"""Kill training with SIGKILL at a random moment, resume, and end with the uninterrupted weights."""
+
+from __future__ import annotations
+
+import os
+import random
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import torch
+
+from radseg.pipeline.checkpoint import load_checkpoint
+
+#: a tiny CPU run on the phantom: 6 mm voxels, 32x32x16 patches, a 3-level U-Net of 4-16 channels
+TINY = [
+    "train.roi_size=[32,32,16]", "train.iterations_per_epoch=2", "train.batch_size=1", "train.deterministic=true",
+    "train.device=cpu", "augment.num_samples=1", "preprocess.target_spacing=[6,6,6]",
+    "network.params.widths=[4,8,16]", "cache.num_workers=0", "inference.overlap=0", "inference.sw_batch_size=4",
+    "data.num_folds=2",
+]
+EPOCHS = 4
+
+
+def _command(data: Path, run: Path, *extra: str) -> list[str]:
+    sets = [arg for item in TINY for arg in ("--set", item)]
+    return [sys.executable, "-m", "radseg", "train", "--data", str(data), "--output", str(run), *sets, *extra]
+
+
+def _env() -> dict:
+    # one thread: float reductions in the same order in every process
+    return {**os.environ, "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"}
+
+
+def _train(data: Path, run: Path, *extra: str) -> None:
+    done = subprocess.run(_command(data, run, *extra), env=_env(), capture_output=True, text=True, timeout=600)
+    assert done.returncode == 0, done.stderr[-3000:]
+
+
+def _kill_after_first_checkpoint(data: Path, run: Path, delay: float) -> int:
+    """Start a run, SIGKILL it ``delay`` s after its first last.pt appears; the epochs it had saved."""
+    process = subprocess.Popen(
+        _command(data, run, "--set", f"train.max_epochs={EPOCHS}"), env=_env(),
+        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+    )
+    deadline = time.monotonic() + 300
+    while not (run / "last.pt").exists():
+        assert process.poll() is None, "training exited before writing a checkpoint"
+        assert time.monotonic() < deadline, "no checkpoint after 300 s"
+        time.sleep(0.05)
+    time.sleep(delay)
+    assert process.poll() is None, "training finished before it could be killed; lower the delay"
+    process.send_signal(signal.SIGKILL)
+    process.wait()
+    return load_checkpoint(run / "last.pt")["epoch"]
+
+
+@pytest.mark.slow
+def test_sigkill_then_resume_matches_uninterrupted_run(phantom_dataset, tmp_path):
+    reference = tmp_path / "reference"
+    _train(phantom_dataset, reference, "--set", f"train.max_epochs={EPOCHS}")
+
+    killed = tmp_path / "killed"
+    delay = random.Random().uniform(0.0, 2.0)
+    saved_epochs = _kill_after_first_checkpoint(phantom_dataset, killed, delay)
+    assert 1 <= saved_epochs < EPOCHS, f"killed after {delay:.2f} s with {saved_epochs} epochs saved"
+    _train(phantom_dataset, killed, "--resume", "--set", f"train.max_epochs={EPOCHS}")
+
+    expected, got = load_checkpoint(reference / "last.pt"), load_checkpoint(killed / "last.pt")
+    assert got["epoch"] == expected["epoch"] == EPOCHS
+    assert got["iteration"] == expected["iteration"] == EPOCHS * 2
+    assert expected["model"].keys() == got["model"].keys()
+    for name, tensor in expected["model"].items():
+        assert torch.equal(tensor, got["model"][name]), f"{name} differs after kill at {delay:.2f} s and resume"
+    for a, b in zip(expected["optimizer"]["state"].values(), got["optimizer"]["state"].values()):
+        assert all(torch.equal(a[k], b[k]) for k in a)
+    rows = (killed / "metrics.csv").read_text().splitlines()
+    assert len(rows) == EPOCHS + 1  # header + one row per epoch, none duplicated by the resume
+    assert [r.split(",")[0] for r in rows[1:]] == [str(e) for e in range(1, EPOCHS + 1)]
+
+    # a finished run is extended by resuming with more epochs
+    _train(phantom_dataset, killed, "--resume", "--set", f"train.max_epochs={EPOCHS + 1}")
+    extended = load_checkpoint(killed / "last.pt")
+    assert extended["epoch"] == EPOCHS + 1
+    assert extended["scheduler"]["iteration"] == (EPOCHS + 1) * 2
