@@ -53,7 +53,10 @@ def _cmd_train(args: argparse.Namespace) -> int:
     from radseg.configs import load_config
     from radseg.pipeline.fit import fit
 
-    cfg = load_config(args.config, args.set)
+    saved = args.output / "config.yaml"
+    # resuming without --config continues with the run's own config (plus any --set)
+    source = args.config or (saved if args.resume and saved.is_file() else "demo")
+    cfg = load_config(source, args.set)
     result = fit(cfg, data=args.data, output=args.output, fold=args.fold, resume=args.resume, overwrite=args.overwrite)
     print(result)
     return 0
@@ -93,7 +96,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=_cmd_networks)
 
     p = sub.add_parser("train", help="train a network on a dataset")
-    _add_config_args(p)
+    _add_config_args(p, default=None, default_help="demo; with --resume: the run's own config.yaml")
     p.add_argument("--data", type=Path, required=True)
     p.add_argument("--output", type=Path, required=True)
     p.add_argument("--fold", type=int, default=None)
@@ -109,8 +112,8 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def _add_config_args(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--config", default="demo", help="preset name or YAML file (default: demo)")
+def _add_config_args(p: argparse.ArgumentParser, default: str | None = "demo", default_help: str = "demo") -> None:
+    p.add_argument("--config", default=default, help=f"preset name or YAML file (default: {default_help})")
     p.add_argument("--set", action="append", default=[], metavar="SECTION.KEY=VALUE", help="override a setting")
 
 

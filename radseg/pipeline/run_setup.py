@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from radseg.configs.loader import config_to_dict, load_config, save_config
+from radseg.configs.loader import config_to_dict, load_config, save_config, validate_config
 from radseg.configs.schema import RadsegConfig
 from radseg.errors import ConfigError, DataError, RadsegError
 from radseg.pipeline import distributed as ddp
@@ -145,11 +145,8 @@ def _flatten(tree: dict, prefix: str = "") -> dict[str, Any]:
 
 
 def _check_roi(cfg: RadsegConfig) -> None:
-    from radseg.networks import check_roi_size
-
-    check_roi_size(cfg.network.name, cfg.network.params, cfg.train.roi_size)
-    if cfg.inference.roi_size is not None:
-        check_roi_size(cfg.network.name, cfg.network.params, cfg.inference.roi_size)
+    """A config built in Python (not through load_config) gets the same checks, the patch included."""
+    validate_config(cfg)
 
 
 def _check_folds(cfg: RadsegConfig, data: str | Path) -> None:

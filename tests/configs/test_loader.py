@@ -47,3 +47,12 @@ def test_bad_override_and_unknown_preset(tmp_path):
     (tmp_path / "list.yaml").write_text(yaml.safe_dump([1, 2]))
     with pytest.raises(ConfigError, match="must hold a mapping"):
         load_config(tmp_path / "list.yaml")
+
+
+def test_network_and_patch_are_checked_at_load_time():
+    with pytest.raises(ConfigError, match="nearest valid"):
+        load_config("demo", ["train.roi_size=[63, 64, 32]"])
+    with pytest.raises(ConfigError, match="did you mean 'unet3d'"):
+        load_config("demo", ["network.name=unet3dd"])
+    with pytest.raises(ConfigError, match="network.params.widht"):
+        load_config("demo", ["network.params={widht: [8, 16]}"])
