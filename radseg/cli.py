@@ -123,6 +123,8 @@ def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(
         level=logging.DEBUG if args.debug else logging.INFO, format="%(levelname)s %(name)s: %(message)s"
     )
+    # MONAI announces at import that an optional GPU DICOM decoder is absent; radseg never uses it
+    logging.getLogger("monai.data.nvimgcodec_pydicom_plugin").setLevel(logging.ERROR)
     try:
         return args.func(args)
     except RadsegError as err:

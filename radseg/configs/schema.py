@@ -96,10 +96,10 @@ class TrainConfig:
     max_epochs: int = 100
     iterations_per_epoch: int = 250
     optimizer: Literal["adamw", "sgd"] = "adamw"
-    learning_rate: float = 1e-3
+    learning_rate: float = 3e-3
     weight_decay: float = 1e-5
     momentum: float = 0.99
-    warmup_epochs: int = 0
+    warmup_epochs: int = 1
     schedule: Literal["poly", "cosine", "constant"] = "poly"
     grad_clip: Union[float, None] = 12.0
     loss: Literal["dice_ce", "dice", "focal", "dice_focal"] = "dice_ce"

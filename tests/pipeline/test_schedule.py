@@ -14,7 +14,7 @@ from radseg.pipeline.schedule import build_optimizer, lr_at, set_lr
 
 
 def _cfg(**kwargs) -> TrainConfig:
-    base = dict(max_epochs=10, iterations_per_epoch=10, learning_rate=0.01)
+    base = dict(max_epochs=10, iterations_per_epoch=10, learning_rate=0.01, warmup_epochs=0)
     return TrainConfig(**{**base, **kwargs})
 
 
