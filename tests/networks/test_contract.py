@@ -34,8 +34,10 @@ OUT = 3
 
 
 def _build_from_yaml(name: str, seed: int = 0) -> torch.nn.Module:
-    params, _ = TINY[name]
-    snippet = yaml.safe_dump({"network": {"name": name, "in_channels": 1, "out_channels": OUT, "params": params}})
+    params, shape = TINY[name]
+    # the patch goes in too: load_config refuses a roi_size the network cannot take
+    snippet = yaml.safe_dump({"network": {"name": name, "in_channels": 1, "out_channels": OUT, "params": params},
+                              "train": {"roi_size": list(shape)}})
     torch.manual_seed(seed)
     return build_network(load_config(yaml.safe_load(snippet)).network)
 

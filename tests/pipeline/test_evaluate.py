@@ -18,7 +18,7 @@ from radseg.pipeline.fit import fit
 TINY = [
     "train.roi_size=[32,32,16]", "train.iterations_per_epoch=2", "train.batch_size=1", "train.max_epochs=1",
     "train.device=cpu", "augment.num_samples=1", "preprocess.target_spacing=[6,6,6]",
-    "network.params.widths=[4,8,16]", "cache.num_workers=0", "inference.overlap=0", "data.num_folds=2",
+    "network.params.widths=[4,8,16]", "cache.num_workers=0", "inference.overlap=0", "data.num_folds=2", "train.val_interval=1",
 ]
 
 

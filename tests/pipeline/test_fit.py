@@ -24,7 +24,7 @@ TINY = [
     "train.roi_size=[32,32,16]", "train.iterations_per_epoch=2", "train.batch_size=1", "train.max_epochs=2",
     "train.device=cpu", "augment.num_samples=1", "preprocess.target_spacing=[6,6,6]",
     "network.params.widths=[4,8,16]", "cache.num_workers=0", "inference.overlap=0", "inference.sw_batch_size=4",
-    "data.num_folds=2",
+    "data.num_folds=2", "train.val_interval=1",
 ]
 
 
@@ -140,7 +140,7 @@ def test_train_one_epoch_steps_schedule_and_reports_times():
     torch.manual_seed(0)
     network = torch.nn.Conv3d(1, 2, 3, padding=1)
     batch = {keys.IMAGE: torch.randn(2, 1, 8, 8, 8), keys.LABEL: torch.randint(0, 2, (2, 1, 8, 8, 8))}
-    cfg = TrainConfig(iterations_per_epoch=3, max_epochs=2, learning_rate=0.1)
+    cfg = TrainConfig(iterations_per_epoch=3, max_epochs=2, learning_rate=0.1, warmup_epochs=0)
     optimizer = torch.optim.SGD(network.parameters(), lr=1.0)
     out = train_one_epoch(network, cycle_batches([batch], 3), build_loss(cfg, 2), optimizer, cfg,
                           start_iteration=3, device=torch.device("cpu"), progress=False)

@@ -20,9 +20,9 @@ TINY = [
     "train.roi_size=[32,32,16]", "train.iterations_per_epoch=2", "train.batch_size=1", "train.deterministic=true",
     "train.device=cpu", "augment.num_samples=1", "preprocess.target_spacing=[6,6,6]",
     "network.params.widths=[4,8,16]", "cache.num_workers=0", "inference.overlap=0", "inference.sw_batch_size=4",
-    "data.num_folds=2",
+    "data.num_folds=2", "train.val_interval=1",
 ]
-EPOCHS = 4
+EPOCHS = 6
 
 
 def _command(data: Path, run: Path, *extra: str) -> list[str]:
@@ -40,22 +40,33 @@ def _train(data: Path, run: Path, *extra: str) -> None:
     assert done.returncode == 0, done.stderr[-3000:]
 
 
-def _kill_after_first_checkpoint(data: Path, run: Path, delay: float) -> int:
-    """Start a run, SIGKILL it ``delay`` s after its first last.pt appears; the epochs it had saved."""
+def _saved_epoch(run: Path) -> int:
+    try:
+        return load_checkpoint(run / "last.pt")["epoch"]
+    except Exception:  # not written yet (last.pt appears atomically, but may not exist)
+        return 0
+
+
+def _kill_during_run(data: Path, run: Path, after_epoch: int, delay: float) -> int:
+    """Start a run, SIGKILL it ``delay`` s after ``after_epoch`` epochs are saved; the epochs it had saved.
+
+    The kill lands at a random moment of a later epoch (mid-step, mid-validation or mid-save), with
+    at least two epochs still to run, so it never races the end of training.
+    """
     process = subprocess.Popen(
         _command(data, run, "--set", f"train.max_epochs={EPOCHS}"), env=_env(),
         stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
     )
     deadline = time.monotonic() + 300
-    while not (run / "last.pt").exists():
-        assert process.poll() is None, "training exited before writing a checkpoint"
-        assert time.monotonic() < deadline, "no checkpoint after 300 s"
-        time.sleep(0.05)
+    while _saved_epoch(run) < after_epoch:
+        assert process.poll() is None, "training exited before reaching the kill point"
+        assert time.monotonic() < deadline, f"epoch {after_epoch} not saved after 300 s"
+        time.sleep(0.02)
     time.sleep(delay)
     assert process.poll() is None, "training finished before it could be killed; lower the delay"
     process.send_signal(signal.SIGKILL)
     process.wait()
-    return load_checkpoint(run / "last.pt")["epoch"]
+    return _saved_epoch(run)
 
 
 @pytest.mark.slow
@@ -64,9 +75,10 @@ def test_sigkill_then_resume_matches_uninterrupted_run(phantom_dataset, tmp_path
     _train(phantom_dataset, reference, "--set", f"train.max_epochs={EPOCHS}")
 
     killed = tmp_path / "killed"
-    delay = random.Random().uniform(0.0, 2.0)
-    saved_epochs = _kill_after_first_checkpoint(phantom_dataset, killed, delay)
-    assert 1 <= saved_epochs < EPOCHS, f"killed after {delay:.2f} s with {saved_epochs} epochs saved"
+    chance = random.Random()
+    after_epoch, delay = chance.randint(1, EPOCHS - 3), chance.uniform(0.0, 0.3)
+    saved_epochs = _kill_during_run(phantom_dataset, killed, after_epoch, delay)
+    assert after_epoch <= saved_epochs < EPOCHS, f"killed {delay:.2f} s after epoch {after_epoch}: {saved_epochs} saved"
     _train(phantom_dataset, killed, "--resume", "--set", f"train.max_epochs={EPOCHS}")
 
     expected, got = load_checkpoint(reference / "last.pt"), load_checkpoint(killed / "last.pt")
@@ -74,7 +86,7 @@ def test_sigkill_then_resume_matches_uninterrupted_run(phantom_dataset, tmp_path
     assert got["iteration"] == expected["iteration"] == EPOCHS * 2
     assert expected["model"].keys() == got["model"].keys()
     for name, tensor in expected["model"].items():
-        assert torch.equal(tensor, got["model"][name]), f"{name} differs after kill at {delay:.2f} s and resume"
+        assert torch.equal(tensor, got["model"][name]), f"{name} differs after a kill {delay:.2f} s after epoch {after_epoch} and resume"
     for a, b in zip(expected["optimizer"]["state"].values(), got["optimizer"]["state"].values()):
         assert all(torch.equal(a[k], b[k]) for k in a)
     rows = (killed / "metrics.csv").read_text().splitlines()
