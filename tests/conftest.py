@@ -24,3 +24,13 @@ def phantom_dataset(tmp_path_factory) -> Path:
     from radseg.pipeline.phantom import write_phantom_dataset
 
     return write_phantom_dataset(tmp_path_factory.mktemp("phantom") / "data", num_cases=4, seed=7)
+
+
+#: overrides on the demo preset for a training run of seconds on CPU: 6 mm voxels, 32x32x16
+#: patches, a 3-level U-Net of 4-16 channels, validation every epoch
+TINY_TRAIN = (
+    "train.roi_size=[32,32,16]", "train.iterations_per_epoch=2", "train.batch_size=1", "train.device=cpu",
+    "augment.num_samples=1", "preprocess.target_spacing=[6,6,6]", "network.params.widths=[4,8,16]",
+    "cache.num_workers=0", "inference.overlap=0", "inference.sw_batch_size=4", "data.num_folds=2",
+    "train.val_interval=1",
+)

@@ -13,13 +13,9 @@ import torch
 
 from radseg.pipeline.checkpoint import load_checkpoint
 from radseg.pipeline.distributed import DistInfo, all_reduce_sum, init_distributed, split_for_rank
+from conftest import TINY_TRAIN
 
-TINY = [
-    "train.roi_size=[32,32,16]", "train.iterations_per_epoch=2", "train.batch_size=1", "train.max_epochs=2",
-    "train.device=cpu", "augment.num_samples=1", "preprocess.target_spacing=[6,6,6]",
-    "network.params.widths=[4,8,16]", "cache.num_workers=0", "inference.overlap=0", "inference.sw_batch_size=4",
-    "data.num_folds=2", "train.val_interval=1",
-]
+TINY = [*TINY_TRAIN, "train.max_epochs=2"]
 
 
 def test_validation_cases_are_split_disjointly_without_padding():

@@ -14,12 +14,9 @@ from radseg.pipeline.datalist import discover_dataset, to_datalist
 from radseg.pipeline.demo import run_demo
 from radseg.pipeline.evaluate import Evaluation, evaluate_checkpoint
 from radseg.pipeline.fit import fit
+from conftest import TINY_TRAIN
 
-TINY = [
-    "train.roi_size=[32,32,16]", "train.iterations_per_epoch=2", "train.batch_size=1", "train.max_epochs=1",
-    "train.device=cpu", "augment.num_samples=1", "preprocess.target_spacing=[6,6,6]",
-    "network.params.widths=[4,8,16]", "cache.num_workers=0", "inference.overlap=0", "data.num_folds=2", "train.val_interval=1",
-]
+TINY = [*TINY_TRAIN, "train.max_epochs=1"]
 
 
 def test_evaluation_of_best_checkpoint_reproduces_validation_dice(phantom_dataset, tmp_path):

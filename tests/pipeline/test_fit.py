@@ -19,13 +19,9 @@ from radseg.pipeline.fit import fit
 from radseg.pipeline.losses import build_loss
 from radseg.pipeline.run_log import RunLog
 from radseg.pipeline.train_loop import cycle_batches, dice_per_class, train_one_epoch, validate
+from conftest import TINY_TRAIN
 
-TINY = [
-    "train.roi_size=[32,32,16]", "train.iterations_per_epoch=2", "train.batch_size=1", "train.max_epochs=2",
-    "train.device=cpu", "augment.num_samples=1", "preprocess.target_spacing=[6,6,6]",
-    "network.params.widths=[4,8,16]", "cache.num_workers=0", "inference.overlap=0", "inference.sw_batch_size=4",
-    "data.num_folds=2", "train.val_interval=1",
-]
+TINY = [*TINY_TRAIN, "train.max_epochs=2"]
 
 
 def _cfg(*extra: str):

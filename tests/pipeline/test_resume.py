@@ -14,14 +14,9 @@ import pytest
 import torch
 
 from radseg.pipeline.checkpoint import load_checkpoint
+from conftest import TINY_TRAIN
 
-#: a tiny CPU run on the phantom: 6 mm voxels, 32x32x16 patches, a 3-level U-Net of 4-16 channels
-TINY = [
-    "train.roi_size=[32,32,16]", "train.iterations_per_epoch=2", "train.batch_size=1", "train.deterministic=true",
-    "train.device=cpu", "augment.num_samples=1", "preprocess.target_spacing=[6,6,6]",
-    "network.params.widths=[4,8,16]", "cache.num_workers=0", "inference.overlap=0", "inference.sw_batch_size=4",
-    "data.num_folds=2", "train.val_interval=1",
-]
+TINY = [*TINY_TRAIN, "train.deterministic=true"]
 EPOCHS = 6
 
 
