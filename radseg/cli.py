@@ -132,6 +132,12 @@ def main(argv: list[str] | None = None) -> int:
             raise
         print(f"radseg {args.command}: error: {err}", file=sys.stderr)
         return 2
+    except OSError as err:  # a path the user gave cannot be read or written (permissions, disk full)
+        if args.debug:
+            raise
+        where = f"{err.filename}: " if err.filename else ""
+        print(f"radseg {args.command}: error: {where}{err.strerror or err}", file=sys.stderr)
+        return 2
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
         return 130

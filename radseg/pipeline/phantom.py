@@ -28,6 +28,7 @@ from radseg.errors import DataError
 logger = logging.getLogger(__name__)
 
 DATASET_NAME = "radseg-phantom"
+_SUBFOLDERS = ("imagesTr", "labelsTr", "imagesTs", "labelsTs")
 LABELS = {"0": "background", "1": "liver", "2": "tumour"}
 #: stored orientations: the slice axis is always superior-inferior, the in-plane axes vary
 ORIENTATIONS = ("RAS", "LPS", "LAS", "RPS", "LPI", "RAI", "PLS", "ARS")
@@ -202,20 +203,44 @@ def _check_target(out: Path, overwrite: bool) -> None:
             f"refusing to overwrite {out}: it does not hold a radseg phantom (no dataset.json named {DATASET_NAME!r}); "
             "choose another folder"
         )
+    foreign = _foreign_entries(out)
+    if foreign:
+        raise DataError(
+            f"refusing to overwrite {out}: besides the phantom it holds {', '.join(foreign[:5])}"
+            f"{' and more' if len(foreign) > 5 else ''}; move them out or choose another folder"
+        )
+
+
+def _foreign_entries(out: Path) -> list[str]:
+    """What a phantom folder holds that the phantom writer did not write (never deleted)."""
+    foreign = []
+    for entry in sorted(out.iterdir()):
+        if entry.name == "dataset.json":
+            continue
+        if entry.name not in _SUBFOLDERS or not entry.is_dir():
+            foreign.append(entry.name)
+            continue
+        foreign += [f"{entry.name}/{f.name}" for f in sorted(entry.iterdir())
+                    if not (f.is_file() and f.name.startswith("phantom_") and f.name.endswith(".nii.gz"))]
+    return foreign
 
 
 def _replace(tmp: Path, out: Path) -> None:
     if out.exists():
         old = out.with_name(f".{out.name}.old-{tmp.name.rsplit('-', 1)[-1]}")
         out.rename(old)
-        tmp.rename(out)
+        try:
+            tmp.rename(out)
+        except OSError:
+            old.rename(out)  # put the earlier phantom back before reporting the failure
+            raise
         shutil.rmtree(old, ignore_errors=True)
     else:
         tmp.rename(out)
 
 
 def _write_all(root: Path, num_cases: int, seed: int, num_test: int) -> None:
-    for sub in ("imagesTr", "labelsTr", "imagesTs", "labelsTs"):
+    for sub in _SUBFOLDERS:
         (root / sub).mkdir()
     training, test = [], []
     for index in tqdm(range(num_cases + num_test), desc="phantom", unit="case", leave=False):

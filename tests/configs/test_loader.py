@@ -56,3 +56,13 @@ def test_network_and_patch_are_checked_at_load_time():
         load_config("demo", ["network.name=unet3dd"])
     with pytest.raises(ConfigError, match="network.params.widht"):
         load_config("demo", ["network.params={widht: [8, 16]}"])
+
+
+def test_cli_reports_unwritable_paths_in_one_line(tmp_path, capsys):
+    from radseg.cli import main
+
+    blocked = tmp_path / "blocked"
+    blocked.write_text("a file, not a folder")
+    assert main(["phantom", str(blocked / "data"), "--cases", "1"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and err[0].startswith("radseg phantom: error: ") and "blocked" in err[0]

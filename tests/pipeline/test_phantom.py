@@ -111,3 +111,14 @@ def test_overwrite_replaces_a_phantom(tmp_path):
     write_phantom_dataset(folder, num_cases=1, num_test=0, seed=2, overwrite=True)
     assert "seed 2" in json.loads((folder / "dataset.json").read_text())["description"]
     assert [p.name for p in tmp_path.iterdir()] == ["data"]
+
+
+def test_overwrite_never_deletes_what_the_user_added(tmp_path):
+    folder = write_phantom_dataset(tmp_path / "data", num_cases=1, num_test=0, seed=1)
+    (folder / "run1").mkdir()
+    (folder / "run1" / "best.pt").write_bytes(b"weights")
+    (folder / "labelsTr" / "my_edit.nii.gz").write_bytes(b"edited")
+    before = sorted(str(p.relative_to(folder)) for p in folder.rglob("*"))
+    with pytest.raises(DataError, match=r"besides the phantom it holds labelsTr/my_edit.nii.gz, run1"):
+        write_phantom_dataset(folder, num_cases=1, num_test=0, seed=2, overwrite=True)
+    assert sorted(str(p.relative_to(folder)) for p in folder.rglob("*")) == before
