@@ -2,11 +2,12 @@
 
 A disk-cache entry is reused only when nothing it was made from has changed: every image and label
 file (absolute path, size, ``mtime_ns``; every file of a DICOM folder), the resolved preprocessing
-settings, and the radseg and MONAI versions.
+settings, the radseg, MONAI and SimpleITK versions, and radseg's reader sources.
 """
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
 import math
@@ -16,6 +17,7 @@ from typing import Any, Mapping, Sequence
 
 import monai
 import numpy as np
+import SimpleITK as sitk
 import torch
 from monai.transforms import Compose, RandomizableTrait, Transform
 
@@ -50,10 +52,24 @@ def _stat_identity(path: Path, root: Path) -> list:
 
 
 def settings_digest(settings: Mapping[str, Any]) -> str:
-    """A stable hex digest of the transform settings and the radseg and MONAI versions."""
-    payload = {"settings": settings, "radseg": radseg.__version__, "monai": monai.__version__}
+    """A stable hex digest of the transform settings, the software versions and radseg's own readers.
+
+    The SimpleITK version and a digest of ``radseg/transforms``' sources are included because a
+    change to how files are read (geometry, casting) changes the cached arrays as much as a setting.
+    """
+    payload = {"settings": settings, "radseg": radseg.__version__, "monai": monai.__version__,
+               "simpleitk": sitk.Version.VersionString(), "transforms_source": _transforms_source_digest()}
     text = json.dumps(payload, sort_keys=True, default=_json_default)
     return hashlib.sha256(text.encode()).hexdigest()
+
+
+@functools.lru_cache(maxsize=1)
+def _transforms_source_digest() -> str:
+    folder = Path(__file__).resolve().parents[1] / "transforms"
+    digest = hashlib.sha256()
+    for path in sorted(folder.glob("*.py")):
+        digest.update(path.name.encode() + path.read_bytes())
+    return digest.hexdigest()
 
 
 def item_key(item: Mapping[str, Any], settings_hash: str) -> bytes:

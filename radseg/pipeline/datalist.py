@@ -161,9 +161,10 @@ def _discover_msd(root: Path, meta: dict) -> DatasetSpec:
         raise DataError(f"{json_path}: 'training' and 'test' must be lists; fix the file")
     training, test = [], []
     for i, entry in enumerate(meta["training"]):
-        if not isinstance(entry, dict) or "image" not in entry:
-            raise DataError(f"{json_path}: training[{i}] must be {{'image': ..., 'label': ...}}, not {entry!r}")
-        training.append(_msd_case(root, entry["image"], entry.get("label")))
+        if not isinstance(entry, dict) or "image" not in entry or not entry.get("label"):
+            raise DataError(f"{json_path}: training[{i}] must be {{'image': ..., 'label': ...}}, not {entry!r}; "
+                            "give every training case its label, or list unlabelled scans under 'test'")
+        training.append(_msd_case(root, entry["image"], entry["label"]))
     for entry in meta.get("test", []):
         image = entry.get("image") if isinstance(entry, dict) else entry
         label = entry.get("label") if isinstance(entry, dict) else None

@@ -7,17 +7,20 @@ gloo on CPU). A plain ``python -m radseg train`` is a world of one, with no proc
 
 from __future__ import annotations
 
+import datetime
 import logging
 import os
 from dataclasses import dataclass
-from typing import Any, Sequence
+from typing import Any, Callable, Sequence
 
 import torch
 import torch.distributed as dist
 
-from radseg.errors import ConfigError
+from radseg.errors import ConfigError, RadsegError
 
 logger = logging.getLogger(__name__)
+
+_COLLECTIVE_TIMEOUT = datetime.timedelta(minutes=30)
 
 
 @dataclass(frozen=True)
@@ -83,7 +86,8 @@ def init_distributed(device_setting: str = "auto") -> DistInfo:
     started = False
     if not dist.is_initialized():
         backend = "nccl" if device.type == "cuda" else "gloo"
-        dist.init_process_group(backend=backend, rank=rank, world_size=world_size)
+        # a rank stuck in a collective fails after this long instead of hanging the job forever
+        dist.init_process_group(backend=backend, rank=rank, world_size=world_size, timeout=_COLLECTIVE_TIMEOUT)
         started = True
         logger.info("rank %d of %d joined the %s process group on %s", rank, world_size, backend, device)
     return DistInfo(rank, world_size, local_rank, device, started)
@@ -121,6 +125,30 @@ def broadcast_object(value: Any, info: DistInfo, src: int = 0) -> Any:
     box = [value if info.rank == src else None]
     dist.broadcast_object_list(box, src=src)
     return box[0]
+
+
+def run_on_main(work: Callable[[], Any], info: DistInfo) -> Any:
+    """Run ``work`` on rank 0 and give its result to every rank; if it fails, every rank raises.
+
+    Without this, an error on rank 0 (an unreadable case, a full disk) would leave the other ranks
+    waiting forever in the next collective call. Rank 0 raises the original error; the others a
+    :class:`RadsegError` that names it.
+    """
+    if not info.distributed:
+        return work()
+    failure, value = None, None
+    if info.is_main:
+        try:
+            value = work()
+        except Exception as err:  # noqa: BLE001 - raised again below, on every rank
+            failure = err
+    message = None if failure is None else (str(failure) if isinstance(failure, RadsegError) else repr(failure))
+    message, value = broadcast_object((message, value), info)
+    if failure is not None:
+        raise failure
+    if message is not None:
+        raise RadsegError(f"rank 0 failed, so rank {info.rank} stops too: {message}")
+    return value
 
 
 def split_for_rank(items: Sequence[Any], info: DistInfo) -> list[Any]:

@@ -68,14 +68,14 @@ def evaluate_checkpoint(checkpoint: str | Path, datalist: list[dict], *, device:
     from radseg.transforms.fingerprint import ResolvedPreprocess
     from radseg.transforms.preprocess import build_val_transforms
 
-    unlabelled = [case[keys.CASE_ID] for case in datalist if keys.LABEL not in case]
+    unlabelled = [str(case.get(keys.CASE_ID, case[keys.IMAGE])) for case in datalist if keys.LABEL not in case]
     if unlabelled:
         raise DataError(f"cases {', '.join(unlabelled)} have no label to score against; pass labelled cases only")
     saved = load_checkpoint(checkpoint)
     cfg = load_config(saved["config"])
     label_names = {int(k): v for k, v in saved["label_names"].items()}
-    num_classes = len(label_names)
-    network = build_network(cfg.network, in_channels=_in_channels(datalist), out_channels=num_classes)
+    num_classes = saved["out_channels"]
+    network = build_network(cfg.network, in_channels=saved["in_channels"], out_channels=num_classes)
     network.load_state_dict(saved["model"])
     run_device = pick_device(device)
     network.to(run_device).eval()
@@ -84,12 +84,6 @@ def evaluate_checkpoint(checkpoint: str | Path, datalist: list[dict], *, device:
     with torch.no_grad():
         _, _, per_case = validate(network, loader, cfg.inference, cfg.train.roi_size, num_classes,
                                   device=run_device, amp=resolve_amp(cfg.train.amp, run_device), progress=progress)
-    names = [label_names[i] for i in range(1, num_classes)]
+    names = [label_names.get(i, str(i)) for i in range(1, num_classes)]
     return Evaluation(names, per_case)
 
-
-def _in_channels(datalist: list[dict]) -> int:
-    from radseg import keys
-
-    image = datalist[0][keys.IMAGE]
-    return len(image) if isinstance(image, (list, tuple)) else 1

@@ -240,6 +240,8 @@ def _save_epoch(cfg, run_data, run_dir: Path, network, optimizer, scaler, state:
         "preprocess": run_data.preprocess,
         "label_names": dict(run_data.label_names),
         "network_name": cfg.network.name,
+        "in_channels": run_data.in_channels,
+        "out_channels": run_data.num_classes,
     }
     if is_best:
         save_checkpoint(run_dir / BEST, {**common, "model": network.state_dict(), "epoch": state.epoch,

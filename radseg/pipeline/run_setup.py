@@ -8,7 +8,9 @@ fingerprints the training cases, and builds the (sharded, cached) datasets.
 
 from __future__ import annotations
 
+import dataclasses
 import logging
+import os
 import shutil
 from dataclasses import dataclass
 from pathlib import Path
@@ -16,7 +18,7 @@ from typing import Any
 
 from radseg.configs.loader import config_to_dict, load_config, save_config, validate_config
 from radseg.configs.schema import RadsegConfig
-from radseg.errors import ConfigError, DataError, RadsegError
+from radseg.errors import ConfigError, DataError
 from radseg.pipeline import distributed as ddp
 from radseg.pipeline.checkpoint import load_checkpoint
 
@@ -28,11 +30,12 @@ FINGERPRINT_FILE = "fingerprint.json"
 LAST = "last.pt"
 #: a folder holding one of these is a run; one without is an unfinished start and is reused
 CHECKPOINTS = ("last.pt", "best.pt")
+TENSORBOARD_DIR = "tensorboard"
 #: what a run writes before its first checkpoint (cleared when such a folder is reused)
 _RUN_FILES = ("config.yaml", "splits.json", "fingerprint.json", "metrics.csv", "curves.png", "train.log")
 #: settings that may change when a run is resumed (everything else must match the run's config)
-RESUMABLE_CHANGES = ("train.max_epochs", "train.val_interval", "train.device", "cache.", "inference.sw_batch_size",
-                     "data.root")
+RESUMABLE_CHANGES = ("train.max_epochs", "train.val_interval", "train.device", "cache.mode", "cache.ram_budget_gb",
+                     "cache.cache_dir", "inference.sw_batch_size", "data.root")
 
 
 @dataclass
@@ -68,21 +71,52 @@ def prepare_run_folder(
     if resume and overwrite:
         raise ConfigError("--resume and --overwrite contradict each other; pass one of them")
     saved = _existing_run(run_dir, resume, overwrite)
+    _refuse_foreign_files(run_dir)
     cfg = _resolve_config(cfg, saved, run_dir, fold)
     _check_roi(cfg)
     _check_data(cfg, data, info)
     ddp.barrier(info)  # every rank has looked at the folder before rank 0 changes it
-    if info.is_main:
-        if overwrite and run_dir.exists():
-            logger.warning("--overwrite: removing the earlier run in %s", run_dir)
-            shutil.rmtree(run_dir)
-        elif saved is None and not resume:
-            for name in _RUN_FILES:  # an unfinished start (no checkpoint): begin again cleanly
-                (run_dir / name).unlink(missing_ok=True)
-        run_dir.mkdir(parents=True, exist_ok=True)
-        save_config(cfg, run_dir / CONFIG_FILE)
-    ddp.barrier(info)
+    ddp.run_on_main(lambda: _prepare_folder(cfg, run_dir, saved, resume, overwrite), info)
     return cfg, saved
+
+
+def _prepare_folder(cfg: RadsegConfig, run_dir: Path, saved: dict | None, resume: bool, overwrite: bool) -> None:
+    if overwrite and run_dir.exists():
+        logger.warning("--overwrite: removing the earlier run in %s", run_dir)
+        _remove_run_files(run_dir)
+    elif saved is None and not resume and run_dir.exists():
+        _remove_run_files(run_dir)  # an unfinished start (no checkpoint): begin again cleanly
+    run_dir.mkdir(parents=True, exist_ok=True)
+    save_config(cfg, run_dir / CONFIG_FILE)
+
+
+def _run_entry(name: str) -> bool:
+    """Whether a name in a run folder is one radseg writes there (files, checkpoints, temp files)."""
+    return name in _RUN_FILES or name in CHECKPOINTS or name == TENSORBOARD_DIR or ".tmp" in name
+
+
+def _refuse_foreign_files(run_dir: Path) -> None:
+    """A run folder may hold only what radseg writes there: never replace or clear anything else."""
+    if not run_dir.is_dir():
+        if run_dir.exists():
+            raise ConfigError(f"--output {run_dir} is a file; pass a folder for the run")
+        return
+    foreign = sorted(p.name for p in run_dir.iterdir() if not _run_entry(p.name))
+    if foreign:
+        shown = ", ".join(foreign[:5]) + (f" and {len(foreign) - 5} more" if len(foreign) > 5 else "")
+        raise ConfigError(f"--output {run_dir} holds files radseg did not write ({shown}); "
+                          "choose an empty or new folder for the run")
+
+
+def _remove_run_files(run_dir: Path) -> None:
+    """Delete what an earlier run wrote in ``run_dir`` (and nothing else: see _refuse_foreign_files)."""
+    for path in run_dir.iterdir():
+        if not _run_entry(path.name):
+            continue
+        if path.is_dir() and not path.is_symlink():
+            shutil.rmtree(path)
+        else:
+            path.unlink()
 
 
 def _existing_run(run_dir: Path, resume: bool, overwrite: bool) -> dict | None:
@@ -128,8 +162,7 @@ def _check_resumable(now: dict, before: dict, run_dir: Path) -> None:
     if diffs:
         raise ConfigError(
             f"cannot resume {run_dir} with a different config ({'; '.join(diffs)}); resume with the run's own "
-            f"config (--config {run_dir / CONFIG_FILE}) and change only train.max_epochs, train.val_interval, "
-            "train.device or cache settings"
+            f"config (--config {run_dir / CONFIG_FILE}) and change only {', '.join(RESUMABLE_CHANGES)}"
         )
 
 
@@ -145,16 +178,33 @@ def _flatten(tree: dict, prefix: str = "") -> dict[str, Any]:
 
 
 def _check_roi(cfg: RadsegConfig) -> None:
-    """A config built in Python (not through load_config) gets the same checks, the patch included."""
+    """A config built in Python (not through load_config) gets the same checks, the patch included.
+
+    ``fit`` trains volumetric segmentation: 2D and classification networks are refused here.
+    """
+    from radseg.networks import get_entry, list_networks
+
     validate_config(cfg)
+    entry = get_entry(cfg.network.name)
+    if entry.task != "segmentation" or entry.spatial_dims != 3:
+        choices = ", ".join(list_networks(task="segmentation", spatial_dims=3))
+        raise ConfigError(f"network {entry.name!r} is a {entry.spatial_dims}D {entry.task} network, but radseg train "
+                          f"trains 3D segmentation networks; set network.name to one of {choices}")
 
 
 def _check_folds(cfg: RadsegConfig, data: str | Path) -> None:
-    """Make the folds once without writing them, so an impossible split fails before the folder exists."""
+    """Make the folds once without writing them, so an impossible split fails before the folder exists.
+
+    The modality is settled here too: the normalisation depends on it.
+    """
     from radseg.pipeline.datalist import discover_dataset
     from radseg.pipeline.splits import make_folds
 
-    ids = [case.case_id for case in discover_dataset(data).training]
+    spec = discover_dataset(data)
+    if cfg.data.modality == "auto" and spec.modality not in ("CT", "MRI"):
+        raise ConfigError(f"dataset {data} does not declare its modality ({spec.layout} layout); "
+                          "set data.modality=CT or data.modality=MRI (e.g. --set data.modality=CT)")
+    ids = [case.case_id for case in spec.training]
     if len(ids) < 2:
         raise DataError(f"{data} has {len(ids)} labelled training case(s); training needs at least 2 "
                         "(one to train on, one to validate); add cases")
@@ -162,22 +212,18 @@ def _check_folds(cfg: RadsegConfig, data: str | Path) -> None:
 
 
 def _check_data(cfg: RadsegConfig, data: str | Path, info: ddp.DistInfo) -> None:
-    """check-data on rank 0; every rank raises the same one error when it fails."""
-    message = None
-    if info.is_main:
+    """Folds and modality (cheap), then check-data (every voxel) on rank 0; every rank raises if it fails."""
+
+    def _check() -> None:
         from radseg.pipeline.check_data import check_dataset
 
-        try:
-            report = check_dataset(data)
-            if not report.ok:
-                message = f"dataset {data} fails check-data ({report.summary()}):\n" + "\n".join(report.lines())
-            else:
-                _check_folds(cfg, data)
-        except RadsegError as err:
-            message = str(err)
-    message = ddp.broadcast_object(message, info)
-    if message:
-        raise DataError(message + "\nfix the dataset (see `radseg check-data`) and train again")
+        _check_folds(cfg, data)
+        report = check_dataset(data)
+        if not report.ok:
+            raise DataError(f"dataset {data} fails check-data ({report.summary()}):\n" + "\n".join(report.lines())
+                            + "\nfix the dataset (see `radseg check-data`) and train again")
+
+    ddp.run_on_main(_check, info)
 
 
 def prepare_data(cfg: RadsegConfig, data: Path, run_dir: Path, info: ddp.DistInfo, *, fresh: bool,
@@ -210,10 +256,8 @@ def _fold_cases(cfg: RadsegConfig, spec, run_dir: Path, info: ddp.DistInfo) -> t
     from radseg.pipeline.splits import load_or_create_splits
 
     ids = [case.case_id for case in spec.training]
-    folds = None
-    if info.is_main:
-        folds = load_or_create_splits(run_dir / SPLITS_FILE, ids, cfg.data.num_folds, cfg.data.split_seed)
-    folds = ddp.broadcast_object(folds, info)
+    folds = ddp.run_on_main(
+        lambda: load_or_create_splits(run_dir / SPLITS_FILE, ids, cfg.data.num_folds, cfg.data.split_seed), info)
     fold = folds[cfg.data.fold]
     by_id = {case.case_id: case for case in spec.training}
     logger.info("fold %d: %d training and %d validation cases", cfg.data.fold, len(fold["train"]), len(fold["val"]))
@@ -225,15 +269,18 @@ def _fingerprint(datalist: list[dict], modality: str, run_dir: Path, info: ddp.D
     from radseg.transforms.fingerprint import compute_fingerprint, load_fingerprint, save_fingerprint
 
     path = run_dir / FINGERPRINT_FILE
-    if info.is_main and (fresh or not path.is_file()):
-        save_fingerprint(compute_fingerprint(datalist, modality, progress=progress), path)
-    ddp.barrier(info)
+
+    def _compute() -> None:
+        if fresh or not path.is_file():
+            save_fingerprint(compute_fingerprint(datalist, modality, progress=progress), path)
+
+    ddp.run_on_main(_compute, info)
     return load_fingerprint(path)
 
 
 def _datasets(cfg: RadsegConfig, resolved, num_classes: int, train_list: list[dict], val_list: list[dict],
               info: ddp.DistInfo, progress: bool):
-    from radseg.pipeline.cache import build_dataset, shard_for_rank
+    from radseg.pipeline.cache import GIB, build_dataset, cached_bytes, shard_for_rank
     from radseg.transforms.preprocess import build_train_transforms, build_val_transforms
 
     settings = resolved.to_dict()
@@ -242,10 +289,14 @@ def _datasets(cfg: RadsegConfig, resolved, num_classes: int, train_list: list[di
     if not train_shard:
         raise ConfigError(f"{info.world_size} processes but only {len(train_list)} training cases: rank {info.rank} "
                           "has none; use fewer processes (--nproc-per-node) or more cases")
-    train_ds = build_dataset(train_shard, build_train_transforms(cfg, resolved, num_classes), cfg.cache,
+    # cache.ram_budget_gb is per machine: the processes on it share it, training cases first
+    budget = cfg.cache.ram_budget_gb / int(os.environ.get("LOCAL_WORLD_SIZE", "1"))
+    train_cache = dataclasses.replace(cfg.cache, ram_budget_gb=budget)
+    train_ds = build_dataset(train_shard, build_train_transforms(cfg, resolved, num_classes), train_cache,
                              settings={**settings, "image_dtype": cfg.cache.image_dtype}, progress=progress)
     val_shard = ddp.split_for_rank(val_list, info)
-    val_ds = build_dataset(val_shard, build_val_transforms(resolved), cfg.cache,
+    left = max(budget - sum(cached_bytes(train_ds)) / GIB, 0.0)
+    val_ds = build_dataset(val_shard, build_val_transforms(resolved), dataclasses.replace(cfg.cache, ram_budget_gb=left),
                            settings={**settings, "image_dtype": "float32"}, progress=progress)
     return train_ds, val_ds
 

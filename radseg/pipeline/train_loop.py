@@ -200,8 +200,10 @@ def validate(
     dice_count = torch.zeros(num_classes - 1, dtype=torch.float64)
     per_case: dict[str, list[float]] = {}
     for index, batch in enumerate(tqdm(cases, desc="validate", unit="case", leave=False, disable=not progress)):
-        image = _plain(batch[keys.IMAGE]).to(device).float()
-        logits = sliding_window_predict(network, image, inference_cfg, roi_size, device=device, amp=amp)
+        # the whole volume and its blended logits stay in host memory; only windows visit the device
+        image = _plain(batch[keys.IMAGE]).float()
+        logits = sliding_window_predict(network, image, inference_cfg, roi_size, device=device, amp=amp,
+                                        output_device="cpu")
         pred = logits.argmax(dim=1).cpu()
         label = _plain(batch[keys.LABEL])[:, 0].cpu().long()
         scores = dice_per_class(pred, label, num_classes)

@@ -102,7 +102,9 @@ def test_csv_with_and_without_case_ids(tmp_path):
 )
 def test_modality_from_dataset_json(tmp_path, modality, expected):
     _nifti(tmp_path / "imagesTr" / "s1.nii.gz")
-    meta = {"labels": {"0": "background"}, "modality": modality, "training": [{"image": "./imagesTr/s1.nii.gz"}]}
+    _nifti(tmp_path / "labelsTr" / "s1.nii.gz", label=True)
+    entry = {"image": "./imagesTr/s1.nii.gz", "label": "./labelsTr/s1.nii.gz"}
+    meta = {"labels": {"0": "background"}, "modality": modality, "training": [entry]}
     (tmp_path / "dataset.json").write_text(json.dumps(meta))
     assert discover_dataset(tmp_path).modality == expected
 
@@ -133,6 +135,10 @@ def test_dataset_json_errors(tmp_path):
     _write(tmp_path / "msd" / "dataset.json", json.dumps({"labels": {"0": "background"}}))
     with pytest.raises(DataError, match="lacks the key.s. training that an MSD dataset.json needs"):
         discover_dataset(tmp_path / "msd")
+    _write(tmp_path / "nolabel" / "dataset.json",
+           json.dumps({"labels": {"0": "background"}, "training": [{"image": "./imagesTr/a.nii.gz"}]}))
+    with pytest.raises(DataError, match=r"training\[0\] must be .* give every training case its label"):
+        discover_dataset(tmp_path / "nolabel")
     root = _nnunet(tmp_path / "nn")
     meta = json.loads((root / "dataset.json").read_text())
     del meta["numTraining"]

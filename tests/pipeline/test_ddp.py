@@ -57,3 +57,29 @@ def test_torchrun_two_gloo_processes_train_and_validate_once(phantom_dataset, tm
     last = load_checkpoint(run / "last.pt")
     assert last["epoch"] == 2 and not any(k.startswith("module.") for k in last["model"])
     assert load_checkpoint(run / "best.pt")["label_names"][1] == "liver"
+
+
+def test_run_on_main_in_one_process_returns_or_raises():
+    from radseg.errors import DataError
+    from radseg.pipeline.distributed import run_on_main
+
+    info = DistInfo(rank=0, world_size=1)
+    assert run_on_main(lambda: 41 + 1, info) == 42
+    with pytest.raises(DataError, match="bad case"):
+        run_on_main(lambda: (_ for _ in ()).throw(DataError("bad case")), info)
+
+
+@pytest.mark.slow
+def test_a_failure_on_rank_0_stops_every_rank_instead_of_hanging(phantom_dataset, tmp_path):
+    broken = tmp_path / "broken"
+    shutil.copytree(phantom_dataset, broken)
+    label = sorted((broken / "labelsTr").iterdir())[0]
+    label.write_bytes(label.read_bytes()[:100])  # truncated: check-data on rank 0 fails
+    sets = [arg for item in TINY for arg in ("--set", item)]
+    command = _torchrun() + ["--standalone", "--nproc-per-node", "2", "-m", "radseg", "train",
+                             "--data", str(broken), "--output", str(tmp_path / "run"), *sets]
+    done = subprocess.run(command, env={**os.environ, "OMP_NUM_THREADS": "1"}, capture_output=True, text=True,
+                          timeout=300, cwd=tmp_path)
+    assert done.returncode != 0
+    assert "fails check-data" in done.stderr and "rank 0 failed, so rank 1 stops too" in done.stderr
+    assert not (tmp_path / "run").exists()

@@ -171,3 +171,34 @@ def test_run_log_rewrites_metrics_and_draws_curves(tmp_path):
     resumed = RunLog(tmp_path, rows=[{"epoch": 1, "loss": 1.0, "lr": 0.01}], tensorboard=False)
     resumed.close()
     assert len((tmp_path / "metrics.csv").read_text().splitlines()) == 2  # epoch 2 was after the checkpoint
+
+
+def test_overwrite_replaces_only_what_a_run_wrote(finished_run, phantom_dataset, tmp_path):
+    run, _ = finished_run
+    copy = tmp_path / "run"
+    shutil.copytree(run, copy)
+    (copy / "my_notes.txt").write_text("keep me")
+    with pytest.raises(ConfigError, match=r"holds files radseg did not write \(my_notes.txt\)"):
+        fit(_cfg(), phantom_dataset, copy, overwrite=True, progress=False)
+    assert (copy / "my_notes.txt").read_text() == "keep me" and (copy / "last.pt").is_file()
+    project = tmp_path / "project"
+    project.mkdir()
+    (project / "scan.nii.gz").write_bytes(b"data")
+    with pytest.raises(ConfigError, match="choose an empty or new folder"):
+        fit(_cfg(), phantom_dataset, project, progress=False)
+    assert [p.name for p in project.iterdir()] == ["scan.nii.gz"]
+
+
+def test_fit_refuses_2d_networks_and_undeclared_modality(phantom_dataset, tmp_path):
+    with pytest.raises(ConfigError, match="'simple_cnn2d' is a 2D classification network"):
+        fit(_cfg("network.name=simple_cnn2d", "network.params={}", "train.roi_size=[32,32]"), phantom_dataset,
+            tmp_path / "run2d", progress=False)
+    folders = tmp_path / "folders"
+    (folders / "images").mkdir(parents=True)
+    (folders / "labels").mkdir()
+    for case in sorted((phantom_dataset / "imagesTr").iterdir()):
+        shutil.copy(case, folders / "images" / case.name)
+        shutil.copy(phantom_dataset / "labelsTr" / case.name, folders / "labels" / case.name)
+    with pytest.raises(ConfigError, match="does not declare its modality .folders layout.; set data.modality=CT"):
+        fit(_cfg("data.modality=auto"), folders, tmp_path / "run_mod", progress=False)
+    assert not (tmp_path / "run2d").exists() and not (tmp_path / "run_mod").exists()
