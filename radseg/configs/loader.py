@@ -14,6 +14,7 @@ from typing import Any, Iterable, Literal, Union
 
 import yaml
 
+from radseg.atomic import write_text_atomic
 from radseg.configs.schema import RadsegConfig
 from radseg.errors import ConfigError
 
@@ -72,10 +73,7 @@ def config_to_dict(cfg: RadsegConfig) -> dict:
 
 def save_config(cfg: RadsegConfig, path: str | Path) -> None:
     """Write the resolved config as YAML, atomically."""
-    path = Path(path)
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(yaml.safe_dump(config_to_dict(cfg), sort_keys=False))
-    tmp.replace(path)
+    write_text_atomic(path, yaml.safe_dump(config_to_dict(cfg), sort_keys=False))
 
 
 def validate_config(cfg: RadsegConfig) -> None:

@@ -7,7 +7,6 @@ are converted to that form by :func:`capture_rng_state` and back by :func:`resto
 
 from __future__ import annotations
 
-import os
 import random
 from pathlib import Path
 from typing import Any
@@ -15,6 +14,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from radseg.atomic import atomic_path
 from radseg.errors import DataError
 
 
@@ -31,31 +31,9 @@ def save_checkpoint(path: str | Path, state: dict[str, Any]) -> Path:
         The path written.
     """
     path = Path(path)
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    try:
-        with open(tmp, "wb") as handle:
-            torch.save(state, handle)
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
-    _fsync_dir(path.parent)
+    with atomic_path(path) as tmp:
+        torch.save(state, tmp)
     return path
-
-
-def _fsync_dir(folder: Path) -> None:
-    # the rename itself is durable only once the directory entry is flushed (POSIX)
-    try:
-        fd = os.open(folder, os.O_RDONLY)
-    except OSError:
-        return
-    try:
-        os.fsync(fd)
-    except OSError:
-        pass
-    finally:
-        os.close(fd)
 
 
 def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") -> dict[str, Any]:

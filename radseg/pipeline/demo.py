@@ -6,6 +6,7 @@ import logging
 import time
 from pathlib import Path
 
+from radseg.atomic import write_text_atomic
 from radseg.errors import DataError
 
 logger = logging.getLogger(__name__)
@@ -51,7 +52,7 @@ def run_demo(output: str | Path = "demo-runs", cases: int = 12, *, overwrite: bo
     spec = discover_dataset(data)
     evaluation = evaluate_checkpoint(output / "run" / "best.pt", to_datalist(spec.test), device=cfg.train.device)
     text = _report(report.summary(), str(result), evaluation, time.perf_counter() - start)
-    _write_text(output / "test_dice.txt", text)
+    write_text_atomic(output / "test_dice.txt", text + "\n")
     return text
 
 
@@ -63,9 +64,3 @@ def _report(check: str, trained: str, evaluation, seconds: float) -> str:
         str(evaluation),
         f"demo finished in {seconds / 60:.1f} min",
     ])
-
-
-def _write_text(path: Path, text: str) -> None:
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(text + "\n")
-    tmp.replace(path)

@@ -9,8 +9,6 @@ none.
 from __future__ import annotations
 
 import logging
-import os
-import threading
 from copy import deepcopy
 from pathlib import Path
 from typing import Any, Mapping
@@ -18,6 +16,8 @@ from typing import Any, Mapping
 import torch
 from monai.data import PersistentDataset
 from monai.utils import convert_to_tensor
+
+from radseg.atomic import atomic_path
 
 from radseg.keys import IMAGE
 from radseg.pipeline.cache_keys import case_id_of
@@ -67,10 +67,8 @@ def _load_entry(entry: Path, case_id: str) -> Any:
 
 def _write_entry(entry: Path, item: Any, pickle_protocol: int) -> None:
     """Write beside the target then rename: readers see a whole entry or none."""
-    tmp = entry.with_name(f".{entry.stem}.{os.getpid()}.{threading.get_ident()}.tmp")
     try:
-        torch.save(item, tmp, pickle_protocol=pickle_protocol)
-        os.replace(tmp, entry)
+        with atomic_path(entry) as tmp:
+            torch.save(item, tmp, pickle_protocol=pickle_protocol)
     except OSError as err:
         logger.warning("could not write cache entry %s (%s); the case is recomputed next time", entry, err)
-        tmp.unlink(missing_ok=True)

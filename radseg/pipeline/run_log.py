@@ -9,9 +9,10 @@ import csv
 import io
 import logging
 import math
-import os
 from pathlib import Path
 from typing import Any
+
+from radseg.atomic import atomic_path, write_text_atomic
 
 logger = logging.getLogger(__name__)
 
@@ -77,7 +78,7 @@ class RunLog:
         writer = csv.DictWriter(buffer, fieldnames=columns, restval="")
         writer.writeheader()
         writer.writerows(self.rows)
-        _write_text_atomic(self.folder / METRICS_FILE, buffer.getvalue())
+        write_text_atomic(self.folder / METRICS_FILE, buffer.getvalue())
 
 
 def plot_curves(rows: list[dict[str, Any]], path: str | Path) -> Path:
@@ -113,21 +114,14 @@ def plot_curves(rows: list[dict[str, Any]], path: str | Path) -> Path:
         ax_dice.legend(loc="lower right")
     fig.tight_layout()
     path = Path(path)
-    tmp = path.with_name(f".{path.stem}.tmp.png")
-    fig.savefig(tmp, dpi=100)
+    with atomic_path(path) as tmp:
+        fig.savefig(tmp, dpi=100, format="png")
     plt.close(fig)
-    os.replace(tmp, path)
     return path
 
 
 def _is_number(value: Any) -> bool:
     return isinstance(value, (int, float)) and math.isfinite(value)
-
-
-def _write_text_atomic(path: Path, text: str) -> None:
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_text(text)
-    os.replace(tmp, path)
 
 
 def _attach_file_handler(path: Path) -> logging.Handler:

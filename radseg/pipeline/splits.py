@@ -8,12 +8,13 @@ from __future__ import annotations
 
 import json
 import logging
-import os
 from collections import Counter
 from pathlib import Path
 from typing import Callable, Sequence
 
 import numpy as np
+
+from radseg.atomic import write_text_atomic
 
 from radseg.errors import DataError
 
@@ -92,9 +93,7 @@ def load_or_create_splits(
         return folds
     folds = make_folds(case_ids, num_folds, seed, patient_of)
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    tmp.write_text(json.dumps(folds, indent=2) + "\n")
-    tmp.replace(path)
+    write_text_atomic(path, json.dumps(folds, indent=2) + "\n")
     logger.info("wrote %d-fold splits of %d cases (seed %d) to %s", num_folds, len(case_ids), seed, path)
     return folds
 

@@ -8,8 +8,6 @@ from __future__ import annotations
 
 import json
 import logging
-import os
-import tempfile
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass, fields
 from pathlib import Path
@@ -20,6 +18,7 @@ import SimpleITK as sitk
 from tqdm import tqdm
 
 from radseg import keys
+from radseg.atomic import write_text_atomic
 from radseg.configs.schema import PreprocessConfig
 from radseg.errors import ConfigError, DataError
 from radseg.transforms.io import read_header, read_image
@@ -137,15 +136,7 @@ def save_fingerprint(fingerprint: Fingerprint, path: Union[str, Path]) -> Path:
     """Write the fingerprint as JSON atomically (a crash never leaves half a file)."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    handle, temp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(handle, "w") as stream:
-            json.dump(fingerprint.to_dict(), stream, indent=2)
-        os.replace(temp, path)
-    except BaseException:
-        Path(temp).unlink(missing_ok=True)
-        raise
-    return path
+    return write_text_atomic(path, json.dumps(fingerprint.to_dict(), indent=2))
 
 
 def load_fingerprint(path: Union[str, Path]) -> Fingerprint:

@@ -1,0 +1,56 @@
+"""Atomic file writes: a temporary file beside the target, flushed to disk, then renamed over it.
+
+A crash or SIGKILL at any moment leaves either the old file or the new one, never a torn file.
+Every file radseg writes for the user (checkpoints, configs, splits, fingerprints, cache entries,
+logs, pictures) goes through here.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import threading
+from pathlib import Path
+from typing import Iterator
+
+
+@contextlib.contextmanager
+def atomic_path(path: str | Path) -> Iterator[Path]:
+    """A temporary path to write to; renamed over ``path`` when the block ends without error.
+
+    Args:
+        path: the destination. Its folder must exist.
+
+    Yields:
+        A hidden temporary path in the same folder (same file system, so the rename is atomic);
+        it is deleted if the block raises.
+    """
+    path = Path(path)
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.{threading.get_ident()}.tmp")
+    try:
+        yield tmp
+        _fsync(tmp)
+        os.replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)
+    _fsync(path.parent)  # the rename itself is durable only once the folder entry is flushed (POSIX)
+
+
+def write_text_atomic(path: str | Path, text: str) -> Path:
+    """Write ``text`` to ``path`` atomically and return the path."""
+    with atomic_path(path) as tmp:
+        tmp.write_text(text)
+    return Path(path)
+
+
+def _fsync(path: Path) -> None:
+    try:
+        fd = os.open(path, os.O_RDONLY)
+    except OSError:
+        return
+    try:
+        os.fsync(fd)
+    except OSError:
+        pass  # some file systems cannot fsync a folder; the rename is still atomic
+    finally:
+        os.close(fd)
