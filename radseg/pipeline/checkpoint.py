@@ -18,6 +18,11 @@ from radseg.atomic import atomic_path
 from radseg.errors import DataError
 
 
+#: what a run folder holds: the full training state, and the weights inference loads
+LAST = "last.pt"
+BEST = "best.pt"
+
+
 def save_checkpoint(path: str | Path, state: dict[str, Any]) -> Path:
     """Write ``state`` to ``path`` atomically: a temporary file in the same folder, fsync, rename.
 

@@ -35,6 +35,7 @@ def run_demo(output: str | Path = "demo-runs", cases: int = 12, *, overwrite: bo
     """
     from radseg.configs import load_config
     from radseg.pipeline.check_data import check_dataset
+    from radseg.pipeline.checkpoint import BEST
     from radseg.pipeline.datalist import discover_dataset, to_datalist
     from radseg.pipeline.evaluate import evaluate_checkpoint
     from radseg.pipeline.fit import fit
@@ -50,7 +51,7 @@ def run_demo(output: str | Path = "demo-runs", cases: int = 12, *, overwrite: bo
     cfg = load_config(config, overrides)
     result = fit(cfg, data=data, output=output / "run", overwrite=overwrite)
     spec = discover_dataset(data)
-    evaluation = evaluate_checkpoint(output / "run" / "best.pt", to_datalist(spec.test), device=cfg.train.device)
+    evaluation = evaluate_checkpoint(output / "run" / BEST, to_datalist(spec.test), device=cfg.train.device)
     text = _report(report.summary(), str(result), evaluation, time.perf_counter() - start)
     write_text_atomic(output / "test_dice.txt", text + "\n")
     return text

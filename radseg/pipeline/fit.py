@@ -28,7 +28,7 @@ from radseg.configs.loader import config_to_dict
 from radseg.configs.schema import RadsegConfig
 from radseg.errors import DataError
 from radseg.pipeline import distributed as ddp
-from radseg.pipeline.checkpoint import capture_rng_state, restore_rng_state, save_checkpoint
+from radseg.pipeline.checkpoint import BEST, LAST, capture_rng_state, restore_rng_state, save_checkpoint
 from radseg.pipeline.inference import resolve_amp
 from radseg.pipeline.losses import build_loss
 from radseg.pipeline.run_log import RunLog
@@ -38,8 +38,6 @@ from radseg.pipeline.train_loop import cycle_batches, train_one_epoch, validate
 
 logger = logging.getLogger(__name__)
 
-LAST = "last.pt"
-BEST = "best.pt"
 
 
 @dataclass

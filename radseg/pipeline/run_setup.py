@@ -20,16 +20,15 @@ from radseg.configs.loader import config_to_dict, load_config, save_config, vali
 from radseg.configs.schema import RadsegConfig
 from radseg.errors import ConfigError, DataError
 from radseg.pipeline import distributed as ddp
-from radseg.pipeline.checkpoint import load_checkpoint
+from radseg.pipeline.checkpoint import BEST, LAST, load_checkpoint
 
 logger = logging.getLogger(__name__)
 
 CONFIG_FILE = "config.yaml"
 SPLITS_FILE = "splits.json"
 FINGERPRINT_FILE = "fingerprint.json"
-LAST = "last.pt"
 #: a folder holding one of these is a run; one without is an unfinished start and is reused
-CHECKPOINTS = ("last.pt", "best.pt")
+CHECKPOINTS = (LAST, BEST)
 TENSORBOARD_DIR = "tensorboard"
 #: what a run writes before its first checkpoint (cleared when such a folder is reused)
 _RUN_FILES = ("config.yaml", "splits.json", "fingerprint.json", "metrics.csv", "curves.png", "train.log")
