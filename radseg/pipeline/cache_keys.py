@@ -161,23 +161,11 @@ def estimate_case_bytes(
     if target_spacing is None:
         voxels = math.prod(header.shape[:3])
     else:
-        extent = _ras_extent(header)
+        extent = [header.shape[a] * header.spacing[a] for a in header.ras_axes()]  # mm along R, A, S
         voxels = math.prod(max(1, math.ceil(e / s)) for e, s in zip(extent, target_spacing))
     channels = len(paths) * max(1, header.num_components)
     has_label = item.get(LABEL) is not None
     return int(voxels * (channels * image_itemsize + (1 if has_label else 0)))
-
-
-def _ras_extent(header) -> list[float]:
-    """Physical extent (mm) along R, A, S: each array axis goes to the RAS axis it mostly follows."""
-    direction = np.abs(np.asarray(header.direction, dtype=float).reshape(3, 3))
-    extent = [0.0, 0.0, 0.0]
-    for axis in range(3):
-        ras_axis = int(np.argmax(direction[:, axis]))
-        extent[ras_axis] = max(extent[ras_axis], header.shape[axis] * header.spacing[axis])
-    if min(extent) == 0.0:  # oblique: two array axes follow one RAS axis; keep the array order
-        extent = [header.shape[a] * header.spacing[a] for a in range(3)]
-    return extent
 
 
 def case_id_of(item: Mapping[str, Any]) -> str:

@@ -255,11 +255,8 @@ def _first_channel(image: Union[str, Sequence[str]]) -> str:
 def _ras_spacing_and_shape(path: Union[str, Path]) -> tuple[list[float], list[int]]:
     """Spacing and shape along the RAS axes (the axes after Orientationd("RAS"))."""
     header = read_header(path)
-    direction = np.asarray(header.direction)[:3, :3]
-    index_axis = np.argmax(np.abs(direction), axis=1)  # for each world axis, its closest index axis
-    if len(set(index_axis.tolist())) != 3:  # oblique at 45 degrees: keep index order
-        index_axis = np.arange(3)
-    return ([float(header.spacing[i]) for i in index_axis], [int(header.shape[i]) for i in index_axis])
+    axes = header.ras_axes()
+    return [float(header.spacing[i]) for i in axes], [int(header.shape[i]) for i in axes]
 
 
 def _foreground_samples(image_path, label_path, rng: np.random.Generator, count: int) -> np.ndarray:

@@ -64,6 +64,15 @@ class ImageHeader:
     slices_even: bool = True
     gantry_tilt: bool = False
 
+    def ras_axes(self) -> list[int]:
+        """For each RAS axis (the axes after ``Orientationd("RAS")``), the index axis along it.
+
+        Oblique at 45 degrees (two index axes closest to one world axis): the index order.
+        """
+        direction = np.abs(np.asarray(self.direction, dtype=float).reshape(3, 3))
+        axes = np.argmax(direction, axis=1).tolist()  # LPS rows: the same axes as RAS
+        return axes if len(set(axes)) == 3 else [0, 1, 2]
+
 
 def read_image(path: PathLike, series_uid: str | None = None) -> sitk.Image:
     """Read a scan file or a DICOM series folder.
