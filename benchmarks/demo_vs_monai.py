@@ -22,9 +22,9 @@ before the random crop (phantom volumes are thinner than 48 slices at 3 mm, and 
 crops would then differ in size and fail to batch), and the step runs on plain tensors rather than
 MetaTensors (less autograd overhead).
 
-Both systems are scored with :func:`radseg.pipeline.train_loop.dice_per_class` (argmax, Dice per
+Both systems are scored with :func:`radseg.pipeline.evaluate.metrics.dice_per_class` (argmax, Dice per
 foreground class, NaN where a class is absent from prediction and label) and averaged over cases by
-:class:`radseg.pipeline.evaluate.Evaluation`, each on its own preprocessed (resampled) grid of the
+:class:`radseg.pipeline.evaluate.checkpoint_eval.Evaluation`, each on its own preprocessed (resampled) grid of the
 held-out cases: radseg's resolved spacing for ours, 1.5×1.5×3 mm after the foreground crop for the
 baseline (sliding window, roi 96×96×48, sw_batch_size 4, overlap 0.25).
 
@@ -56,14 +56,14 @@ from tqdm import tqdm
 from radseg import keys
 from radseg.configs.loader import load_config
 from radseg.errors import RadsegError
-from radseg.pipeline.datalist import DatasetSpec, discover_dataset, to_datalist
-from radseg.pipeline.demo import DEMO_TEST_CASES
-from radseg.pipeline.evaluate import Evaluation, evaluate_checkpoint
-from radseg.pipeline.fit import BEST, LAST, fit
-from radseg.pipeline.phantom import write_phantom_dataset
-from radseg.pipeline.run_setup import SPLITS_FILE
-from radseg.pipeline.splits import make_folds
-from radseg.pipeline.train_loop import dice_per_class
+from radseg.pipeline.data.datalist import DatasetSpec, discover_dataset, to_datalist
+from radseg.pipeline.train.demo import DEMO_TEST_CASES
+from radseg.pipeline.evaluate.checkpoint_eval import Evaluation, evaluate_checkpoint
+from radseg.pipeline.train.fit import BEST, LAST, fit
+from radseg.pipeline.data.phantom import write_phantom_dataset
+from radseg.pipeline.train.run_setup import SPLITS_FILE
+from radseg.pipeline.data.splits import make_folds
+from radseg.pipeline.evaluate.metrics import dice_per_class
 
 logger = logging.getLogger("demo_vs_monai")
 
@@ -317,7 +317,7 @@ def measure(args: argparse.Namespace, workdir: Path) -> str:
     run_dir = workdir / "ours-run"
     results = [] if args.skip_ours else [run_ours(spec, run_dir, overrides)]
     if not args.skip_baseline:
-        from radseg.pipeline.distributed import pick_device
+        from radseg.pipeline.core.distributed import pick_device
 
         train_ids = fold_train_ids(spec, run_dir, overrides)
         results.append(run_baseline(spec, train_ids, args, pick_device(args.device)))

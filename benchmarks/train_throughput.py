@@ -1,7 +1,7 @@
 """Training throughput with the RAM cache, the disk cache and no cache: one table from one run.
 
 For each cache mode (``none``, ``disk``, ``ram``) this runs real training steps (forward, Dice+CE
-loss, backward, AdamW step, as :mod:`radseg.pipeline.train_loop` does) on a generated phantom
+loss, backward, AdamW step, as :mod:`radseg.pipeline.train.loop` does) on a generated phantom
 dataset and times every step in two parts:
 
 * **data wait**: time blocked in ``next(loader_iterator)``, including the loader's worker start-up
@@ -49,12 +49,12 @@ from radseg.configs.loader import load_config
 from radseg.configs.schema import RadsegConfig
 from radseg.errors import RadsegError
 from radseg.networks import build_network
-from radseg.pipeline.cache import build_dataset, build_loader
-from radseg.pipeline.datalist import discover_dataset, to_datalist
-from radseg.pipeline.losses import build_loss
-from radseg.pipeline.phantom import write_phantom_dataset
-from radseg.pipeline.schedule import build_optimizer
-from radseg.pipeline.train_loop import cycle_batches
+from radseg.pipeline.data.cache import build_dataset, build_loader
+from radseg.pipeline.data.datalist import discover_dataset, to_datalist
+from radseg.pipeline.train.losses import build_loss
+from radseg.pipeline.data.phantom import write_phantom_dataset
+from radseg.pipeline.train.schedule import build_optimizer
+from radseg.pipeline.train.loop import cycle_batches
 from radseg.transforms.fingerprint import compute_fingerprint, resolve_preprocess
 from radseg.transforms.preprocess import build_train_transforms
 

@@ -15,7 +15,7 @@ from radseg.errors import RadsegError
 
 
 def _cmd_phantom(args: argparse.Namespace) -> int:
-    from radseg.pipeline.phantom import write_phantom_dataset
+    from radseg.pipeline.data.phantom import write_phantom_dataset
 
     root = write_phantom_dataset(args.out, num_cases=args.cases, seed=args.seed, overwrite=args.overwrite)
     print(f"wrote phantom dataset with {args.cases} training cases to {root}")
@@ -23,7 +23,7 @@ def _cmd_phantom(args: argparse.Namespace) -> int:
 
 
 def _cmd_check_data(args: argparse.Namespace) -> int:
-    from radseg.pipeline.check_data import check_dataset
+    from radseg.pipeline.data.check_data import check_dataset
 
     report = check_dataset(args.dataset)
     for line in report.lines():
@@ -32,11 +32,20 @@ def _cmd_check_data(args: argparse.Namespace) -> int:
     return 0 if report.ok else 1
 
 
-def _cmd_cache(args: argparse.Namespace) -> int:
+def _load_checked_config(source, overrides):
+    """The config with its network section checked too, before any expensive work."""
     from radseg.configs import load_config
-    from radseg.pipeline.cache import build_cache_for_dataset
+    from radseg.networks import check_network_config
 
-    cfg = load_config(args.config, args.set)
+    cfg = load_config(source, overrides)
+    check_network_config(cfg)
+    return cfg
+
+
+def _cmd_cache(args: argparse.Namespace) -> int:
+    from radseg.pipeline.data.cache import build_cache_for_dataset
+
+    cfg = _load_checked_config(args.config, args.set)
     summary = build_cache_for_dataset(args.dataset, cfg)
     print(summary)
     return 0
@@ -50,20 +59,19 @@ def _cmd_networks(args: argparse.Namespace) -> int:
 
 
 def _cmd_train(args: argparse.Namespace) -> int:
-    from radseg.configs import load_config
-    from radseg.pipeline.fit import fit
+    from radseg.pipeline.train.fit import fit
 
     saved = args.output / "config.yaml"
     # resuming without --config continues with the run's own config (plus any --set)
     source = args.config or (saved if args.resume and saved.is_file() else "demo")
-    cfg = load_config(source, args.set)
+    cfg = _load_checked_config(source, args.set)
     result = fit(cfg, data=args.data, output=args.output, fold=args.fold, resume=args.resume, overwrite=args.overwrite)
     print(result)
     return 0
 
 
 def _cmd_demo(args: argparse.Namespace) -> int:
-    from radseg.pipeline.demo import run_demo
+    from radseg.pipeline.train.demo import run_demo
 
     print(run_demo(output=args.output, cases=args.cases, overwrite=args.overwrite))
     return 0

@@ -21,7 +21,7 @@ def real_data(*parts: str) -> Path:
 @pytest.fixture(scope="session")
 def phantom_dataset(tmp_path_factory) -> Path:
     """A 4-case phantom dataset (MSD layout), generated once per test session. Do not modify."""
-    from radseg.pipeline.phantom import write_phantom_dataset
+    from radseg.pipeline.data.phantom import write_phantom_dataset
 
     return write_phantom_dataset(tmp_path_factory.mktemp("phantom") / "data", num_cases=4, seed=7)
 

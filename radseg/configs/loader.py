@@ -2,6 +2,10 @@
 
 Unknown keys name their dotted path and the closest valid key; wrong types and impossible values
 are refused with the fix. ``--set section.key=value`` overrides go through the same code.
+
+This package stands below :mod:`radseg.networks`: the network section (name, ``network.params``, and
+whether the network can take the patch) is checked by
+:func:`radseg.networks.registry.check_network_config`, which the CLI and ``fit`` call after loading.
 """
 
 from __future__ import annotations
@@ -102,17 +106,6 @@ def validate_config(cfg: RadsegConfig) -> None:
         problems.append(f"cache.ram_budget_gb must be >= 0, not {cfg.cache.ram_budget_gb}")
     if problems:
         raise ConfigError("; ".join(problems))
-    _validate_network(cfg)
-
-
-def _validate_network(cfg: RadsegConfig) -> None:
-    """The network exists, its params are valid, and it can take the patch (divisor, size)."""
-    from radseg.networks import check_roi_size, resolve_params
-
-    params = resolve_params(cfg.network.name, cfg.network.params)
-    check_roi_size(cfg.network.name, params, cfg.train.roi_size)
-    if cfg.inference.roi_size is not None:
-        check_roi_size(cfg.network.name, params, cfg.inference.roi_size)
 
 
 def build_dataclass(cls: type, raw: Any, path: str) -> Any:

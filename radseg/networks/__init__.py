@@ -12,6 +12,7 @@ from radseg.networks.receptive_field import analytic_receptive_field, empirical_
 from radseg.networks.registry import (
     NetworkEntry,
     build_network,
+    check_network_config,
     check_roi_size,
     get_entry,
     list_networks,
@@ -26,6 +27,7 @@ __all__ = [
     "NetworkEntry",
     "analytic_receptive_field",
     "build_network",
+    "check_network_config",
     "check_roi_size",
     "count_gflops",
     "empirical_receptive_field",

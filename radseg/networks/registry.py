@@ -190,6 +190,23 @@ def build_network(
     return model
 
 
+def check_network_config(cfg: Any) -> None:
+    """The config's network exists, its params are valid, and it can take the patches (divisor, size).
+
+    Args:
+        cfg: a :class:`~radseg.configs.schema.RadsegConfig` (its ``network``, ``train.roi_size`` and
+            ``inference.roi_size``).
+
+    Raises:
+        ConfigError: an unknown network or parameter (with the closest name), or a patch the network
+            cannot take (with the nearest valid sizes).
+    """
+    params = resolve_params(cfg.network.name, cfg.network.params)
+    check_roi_size(cfg.network.name, params, cfg.train.roi_size)
+    if cfg.inference.roi_size is not None:
+        check_roi_size(cfg.network.name, params, cfg.inference.roi_size)
+
+
 def nearest_valid_sizes(size: int, divisor: int, min_size: int = 1) -> tuple[int | None, int]:
     """The multiples of ``divisor`` (at least ``min_size``) just below and above ``size``."""
     smallest = max(divisor, -(-min_size // divisor) * divisor)

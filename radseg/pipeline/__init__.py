@@ -1,4 +1,4 @@
-"""Datasets and caches, training, sliding-window inference, evaluation.
+"""The stages of a researcher's day: data, train, predict, evaluate (one sub-package each).
 
 The public names are imported lazily (on first use), so ``radseg phantom`` and
 ``radseg check-data`` start without loading PyTorch's training machinery.
@@ -10,32 +10,33 @@ import importlib
 from typing import Any
 
 _PUBLIC = {
-    "Case": "datalist",
-    "DatasetSpec": "datalist",
-    "discover_dataset": "datalist",
-    "to_datalist": "datalist",
-    "make_folds": "splits",
-    "load_or_create_splits": "splits",
-    "write_phantom_dataset": "phantom",
-    "check_dataset": "check_data",
-    "DataReport": "check_data",
-    "build_dataset": "cache",
-    "build_loader": "cache",
-    "build_cache_for_dataset": "cache",
-    "shard_for_rank": "cache",
-    "sliding_window_predict": "inference",
-    "SlidingWindowPredictor": "inference",
-    "build_loss": "losses",
-    "lr_at": "schedule",
-    "build_optimizer": "schedule",
-    "save_checkpoint": "checkpoint",
-    "load_checkpoint": "checkpoint",
-    "train_one_epoch": "train_loop",
-    "validate": "train_loop",
-    "fit": "fit",
-    "FitResult": "fit",
-    "evaluate_checkpoint": "evaluate",
-    "run_demo": "demo",
+    "Case": "data.datalist",
+    "DatasetSpec": "data.datalist",
+    "discover_dataset": "data.datalist",
+    "to_datalist": "data.datalist",
+    "make_folds": "data.splits",
+    "load_or_create_splits": "data.splits",
+    "write_phantom_dataset": "data.phantom",
+    "check_dataset": "data.check_data",
+    "DataReport": "data.check_data",
+    "build_dataset": "data.cache",
+    "build_loader": "data.cache",
+    "build_cache_for_dataset": "data.cache",
+    "shard_for_rank": "data.cache",
+    "sliding_window_predict": "predict.inference",
+    "SlidingWindowPredictor": "predict.inference",
+    "build_loss": "train.losses",
+    "lr_at": "train.schedule",
+    "build_optimizer": "train.schedule",
+    "save_checkpoint": "core.checkpoint",
+    "load_checkpoint": "core.checkpoint",
+    "train_one_epoch": "train.loop",
+    "validate": "evaluate.validate",
+    "dice_per_class": "evaluate.metrics",
+    "fit": "train.fit",
+    "FitResult": "train.fit",
+    "evaluate_checkpoint": "evaluate.checkpoint_eval",
+    "run_demo": "train.demo",
 }
 
 __all__ = sorted(_PUBLIC)

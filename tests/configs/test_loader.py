@@ -3,6 +3,7 @@ import yaml
 
 from radseg.configs import RadsegConfig, list_presets, load_config, save_config
 from radseg.errors import ConfigError
+from radseg.networks import check_network_config
 
 
 def test_presets_load_and_round_trip(tmp_path):
@@ -49,13 +50,28 @@ def test_bad_override_and_unknown_preset(tmp_path):
         load_config(tmp_path / "list.yaml")
 
 
+def _load_checked(source, overrides):
+    cfg = load_config(source, overrides)
+    check_network_config(cfg)
+    return cfg
+
+
 def test_network_and_patch_are_checked_at_load_time():
     with pytest.raises(ConfigError, match="nearest valid"):
-        load_config("demo", ["train.roi_size=[63, 64, 32]"])
+        _load_checked("demo", ["train.roi_size=[63, 64, 32]"])
     with pytest.raises(ConfigError, match="did you mean 'unet3d'"):
-        load_config("demo", ["network.name=unet3dd"])
+        _load_checked("demo", ["network.name=unet3dd"])
     with pytest.raises(ConfigError, match="network.params.widht"):
-        load_config("demo", ["network.params={widht: [8, 16]}"])
+        _load_checked("demo", ["network.params={widht: [8, 16]}"])
+
+
+def test_configs_stand_below_networks():
+    import subprocess
+    import sys
+
+    code = "import sys, radseg.configs; radseg.configs.load_config('demo'); print('radseg.networks' in sys.modules)"
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+    assert out.strip() == "False"
 
 
 def test_cli_reports_unwritable_paths_in_one_line(tmp_path, capsys):

@@ -8,7 +8,7 @@ import yaml
 
 from radseg.configs.loader import load_config
 from radseg.errors import ConfigError
-from radseg.networks import build_network, check_roi_size, get_entry, list_networks
+from radseg.networks import build_network, check_network_config, check_roi_size, get_entry, list_networks
 
 #: the smallest sensible params of every network, and an input shape made of odd multiples of its divisor
 TINY = {
@@ -35,11 +35,13 @@ OUT = 3
 
 def _build_from_yaml(name: str, seed: int = 0) -> torch.nn.Module:
     params, shape = TINY[name]
-    # the patch goes in too: load_config refuses a roi_size the network cannot take
+    # the patch goes in too: check_network_config refuses a roi_size the network cannot take
     snippet = yaml.safe_dump({"network": {"name": name, "in_channels": 1, "out_channels": OUT, "params": params},
                               "train": {"roi_size": list(shape)}})
     torch.manual_seed(seed)
-    return build_network(load_config(yaml.safe_load(snippet)).network)
+    cfg = load_config(yaml.safe_load(snippet))
+    check_network_config(cfg)
+    return build_network(cfg.network)
 
 
 def _input(name: str, batch: int = 2) -> torch.Tensor:

@@ -1,0 +1,291 @@
+"""Patch-based caches of preprocessed cases: in RAM under a budget, or on disk keyed by content.
+
+The deterministic preprocessing chain runs once per case; the random tail (patch sampling,
+augmentation) runs every epoch on the cached result.
+
+* ``ram``: MONAI's ``CacheDataset`` holds as many cases as fit in ``cache.ram_budget_gb``; the rest
+  are loaded and preprocessed each epoch.
+* ``disk``: a ``PersistentDataset`` whose entries are keyed by the source files, the preprocessing
+  settings and the radseg/MONAI versions (:mod:`radseg.pipeline.data.cache_keys`). A damaged entry is
+  rebuilt with a warning; entries are written atomically, so all DDP ranks can share one folder.
+"""
+
+from __future__ import annotations
+
+import functools
+import logging
+import time
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Mapping, Sequence
+
+import numpy as np
+import torch
+from monai.data import CacheDataset, DataLoader, Dataset, list_data_collate
+from tqdm import tqdm
+
+from radseg.configs.schema import CacheConfig, RadsegConfig
+from radseg.errors import ConfigError
+from radseg.pipeline.data.cache_keys import (
+    datalist_digest, describe_cached_steps, estimate_case_bytes, item_key, settings_digest,
+)
+from radseg.pipeline.data.datalist import discover_dataset, to_datalist
+from radseg.pipeline.data.persistent_cache import SafePersistentDataset
+from radseg.transforms.fingerprint import compute_fingerprint, load_fingerprint, resolve_preprocess, save_fingerprint
+from radseg.transforms.preprocess import build_preprocess_transforms
+
+logger = logging.getLogger(__name__)
+
+GIB = 2**30
+#: the disk cache folder when ``cache.cache_dir`` is not set
+DEFAULT_CACHE_DIR = ".radseg-cache"
+_ITEMSIZE = {"float16": 2, "float32": 4}
+
+
+def resolve_cache_dir(cache_cfg: CacheConfig) -> Path:
+    """The cache folder: ``cache.cache_dir``, or ``.radseg-cache`` in the current directory."""
+    return Path(cache_cfg.cache_dir or DEFAULT_CACHE_DIR).absolute()
+
+
+def build_dataset(
+    datalist: Sequence[Mapping[str, Any]],
+    transform: Any,
+    cache_cfg: CacheConfig,
+    *,
+    settings: Mapping[str, Any],
+    budget_bytes_per_case: int | None = None,
+    progress: bool = True,
+) -> Dataset:
+    """A dataset over ``datalist`` that caches the deterministic head of ``transform``.
+
+    Args:
+        datalist: ``{IMAGE, LABEL, CASE_ID}`` dicts (see :func:`radseg.pipeline.data.datalist.to_datalist`).
+        transform: a MONAI ``Compose``: deterministic steps first, random steps after.
+        cache_cfg: ``cache`` section of the config (mode, budget, folder, image dtype, workers).
+        settings: the resolved preprocessing (spacing, window, normalisation, crop, dtype); hashed
+            into disk-cache keys and used for the RAM estimate (``target_spacing``).
+        budget_bytes_per_case: a known size of one cached case; None estimates it per case from
+            the image headers.
+        progress: show a progress bar while filling the RAM cache.
+
+    Returns:
+        ``CacheDataset`` (ram), :class:`SafePersistentDataset` (disk) or plain ``Dataset`` (none).
+
+    Raises:
+        ConfigError: an unknown cache mode.
+    """
+    datalist = list(datalist)
+    if cache_cfg.mode == "none":
+        return Dataset(datalist, transform)
+    if cache_cfg.mode == "disk":
+        cache_dir = resolve_cache_dir(cache_cfg) / "entries"
+        keyed = {"settings": dict(settings), "cached_steps": describe_cached_steps(transform)}
+        hash_func = functools.partial(item_key, settings_hash=settings_digest(keyed))
+        logger.info("disk cache of %d cases in %s", len(datalist), cache_dir)
+        return SafePersistentDataset(datalist, transform, cache_dir=cache_dir, hash_func=hash_func)
+    if cache_cfg.mode == "ram":
+        return _build_ram_dataset(datalist, transform, cache_cfg, settings, budget_bytes_per_case, progress)
+    raise ConfigError(f"cache.mode must be 'ram', 'disk' or 'none', not {cache_cfg.mode!r}")
+
+
+def _build_ram_dataset(datalist, transform, cache_cfg, settings, bytes_per_case, progress) -> CacheDataset:
+    budget = int(cache_cfg.ram_budget_gb * GIB)
+    itemsize = _ITEMSIZE[cache_cfg.image_dtype]
+    cache_num, estimated = 0, 0
+    for item in datalist:
+        size = bytes_per_case
+        if size is None:
+            size = estimate_case_bytes(item, settings.get("target_spacing"), itemsize)
+        if estimated + size > budget:
+            break
+        cache_num, estimated = cache_num + 1, estimated + size
+    dataset = CacheDataset(
+        datalist, transform, cache_num=cache_num, num_workers=max(1, cache_cfg.num_workers), progress=progress
+    )
+    sizes = cached_bytes(dataset)
+    logger.info(
+        "RAM cache: %d of %d cases fit in %.2f GiB (estimated %.1f MiB); cached %.1f MiB, %.1f MiB per case",
+        cache_num, len(datalist), cache_cfg.ram_budget_gb, estimated / 2**20,
+        sum(sizes) / 2**20, (np.mean(sizes) if sizes else 0.0) / 2**20,
+    )
+    return dataset
+
+
+def cached_bytes(dataset: Dataset) -> list[int]:
+    """Bytes held by each case in a filled ``CacheDataset`` (tensors and arrays only)."""
+    return [_nbytes(item) for item in getattr(dataset, "_cache", []) if item is not None]
+
+
+def _nbytes(obj: Any) -> int:
+    if isinstance(obj, torch.Tensor):
+        return obj.element_size() * obj.nelement()
+    if isinstance(obj, np.ndarray):
+        return int(obj.nbytes)
+    if isinstance(obj, Mapping):
+        return sum(_nbytes(v) for v in obj.values())
+    if isinstance(obj, (list, tuple)):
+        return sum(_nbytes(v) for v in obj)
+    return 0
+
+
+def shard_for_rank(datalist: Sequence[Any], rank: int, world_size: int) -> list[Any]:
+    """The disjoint share of ``datalist`` a DDP rank caches: every case on exactly one rank.
+
+    Cases go round-robin (rank r gets items r, r + world_size, ...), so shard sizes differ by at
+    most one; nothing is padded or repeated.
+
+    Raises:
+        ConfigError: ``world_size`` < 1 or ``rank`` outside ``[0, world_size)``.
+    """
+    if world_size < 1 or not 0 <= rank < world_size:
+        raise ConfigError(
+            f"rank must be in [0, world_size) with world_size >= 1, got rank={rank}, world_size={world_size}"
+        )
+    return list(datalist)[rank::world_size]
+
+
+def build_loader(
+    dataset: Dataset, batch_size: int, num_workers: int, shuffle: bool, seed: int
+) -> DataLoader:
+    """A MONAI ``DataLoader`` with reproducible shuffling and per-worker random states.
+
+    The seeded generator fixes the order and, through MONAI's ``worker_init_fn``, each worker's
+    transform seeds. Workers persist across epochs (no restart cost, caches stay warm).
+    ``list_data_collate`` flattens the ``num_samples`` patches each case yields into the batch.
+
+    Args:
+        dataset: from :func:`build_dataset`.
+        batch_size: cases per batch (each gives ``num_samples`` patches).
+        num_workers: worker processes; 0 loads in the main process.
+        shuffle: reshuffle every epoch.
+        seed: seed of the shuffling and augmentation random streams.
+    """
+    generator = torch.Generator()
+    generator.manual_seed(seed)
+    return DataLoader(
+        dataset,
+        batch_size=batch_size,
+        shuffle=shuffle,
+        num_workers=num_workers,
+        generator=generator,
+        persistent_workers=num_workers > 0,
+        pin_memory=torch.cuda.is_available(),
+        collate_fn=list_data_collate,
+    )
+
+
+@dataclass
+class CacheSummary:
+    """What :func:`build_cache_for_dataset` did; ``str()`` gives a short table for people."""
+
+    dataset: str
+    root: str
+    layout: str
+    modality: str
+    num_cases: int
+    target_spacing: tuple[float, ...]
+    ct_window: tuple[float, float] | None
+    normalization: str
+    mode: str
+    where: str  # the disk folder, or the RAM budget
+    cached_cases: int
+    bytes_per_case: list[int]
+    seconds: float
+    fingerprint_path: str
+
+    @property
+    def total_bytes(self) -> int:
+        return int(sum(self.bytes_per_case))
+
+    def __str__(self) -> str:
+        mib = 2**20
+        sizes = self.bytes_per_case or [0]
+        spacing = " x ".join(f"{s:.3g}" for s in self.target_spacing)
+        window = f"[{self.ct_window[0]:.0f}, {self.ct_window[1]:.0f}] HU" if self.ct_window else "none"
+        rows = [
+            ("dataset", f"{self.dataset} ({self.root})"),
+            ("cases", f"{self.num_cases} ({self.layout} layout, {self.modality})"),
+            ("target spacing", f"{spacing} mm"),
+            ("window", f"{window}, {self.normalization} normalisation"),
+            ("cache", f"{self.mode}: {self.cached_cases} of {self.num_cases} cases cached ({self.where})"),
+            ("bytes per case", f"mean {np.mean(sizes) / mib:.1f} MiB, max {max(sizes) / mib:.1f} MiB"),
+            ("total", f"{self.total_bytes / mib:.1f} MiB"),
+            ("time", f"{self.seconds:.1f} s"),
+            ("fingerprint", self.fingerprint_path),
+        ]
+        return "\n".join(f"{name:<15} {value}" for name, value in rows)
+
+
+def build_cache_for_dataset(dataset_path: str | Path, cfg: RadsegConfig) -> CacheSummary:
+    """Fingerprint a dataset, resolve its preprocessing and fill the cache (``radseg cache``).
+
+    The fingerprint is stored in the cache folder (never in the user's dataset), in a subfolder
+    keyed by the dataset's files and modality, and reused while they are unchanged.
+
+    Args:
+        dataset_path: dataset folder or CSV (see :func:`radseg.pipeline.data.datalist.discover_dataset`).
+        cfg: the run config (``data.modality``, ``preprocess``, ``cache``).
+
+    Returns:
+        The summary: cases, target spacing, window, cached cases, bytes per case, time.
+
+    Raises:
+        DataError: the dataset cannot be discovered or read.
+        ConfigError: a setting cannot be resolved (e.g. unknown modality with "auto" settings).
+    """
+    start = time.perf_counter()
+    spec = discover_dataset(dataset_path)
+    datalist = to_datalist(spec.training)
+    modality = spec.modality if cfg.data.modality == "auto" else cfg.data.modality
+    resolved, fingerprint_path = _resolve_for_dataset(spec.name, datalist, modality, cfg)
+    transform = build_preprocess_transforms(resolved, with_label=True, image_dtype=cfg.cache.image_dtype)
+    settings = preprocess_settings(resolved, cfg.cache.image_dtype)
+    dataset = build_dataset(datalist, transform, cfg.cache, settings=settings)
+    sizes = _fill(dataset, cfg.cache)
+    return CacheSummary(
+        dataset=spec.name, root=str(spec.root), layout=spec.layout, modality=resolved.modality,
+        num_cases=len(datalist), target_spacing=tuple(resolved.target_spacing), ct_window=resolved.ct_window,
+        normalization="zscore" if resolved.modality != "CT" else resolved.ct_normalization,
+        mode=cfg.cache.mode, where=_where(cfg.cache),
+        cached_cases=len(sizes), bytes_per_case=sizes, seconds=time.perf_counter() - start,
+        fingerprint_path=str(fingerprint_path),
+    )
+
+
+def _where(cache_cfg: CacheConfig) -> str:
+    if cache_cfg.mode == "disk":
+        return str(resolve_cache_dir(cache_cfg))
+    return f"budget {cache_cfg.ram_budget_gb:g} GiB" if cache_cfg.mode == "ram" else "no cache"
+
+
+def preprocess_settings(resolved: Any, image_dtype: str) -> dict[str, Any]:
+    """The settings a cached case depends on: the resolved preprocessing and the image dtype."""
+    return {**resolved.to_dict(), "image_dtype": image_dtype}
+
+
+def _resolve_for_dataset(name: str, datalist: list[dict], modality: str, cfg: RadsegConfig) -> tuple[Any, Path]:
+    """Load (or compute and save) the fingerprint in the cache folder, then resolve preprocessing."""
+    slug = "".join(c if c.isalnum() or c in "-_" else "-" for c in name) or "dataset"
+    digest = datalist_digest(datalist, extra={"modality": modality})[:12]
+    path = resolve_cache_dir(cfg.cache) / "datasets" / f"{slug}-{digest}" / "fingerprint.json"
+    if path.is_file():
+        fingerprint = load_fingerprint(path)
+        logger.info("reusing fingerprint %s", path)
+    else:
+        fingerprint = compute_fingerprint(datalist, modality)
+        save_fingerprint(fingerprint, path)
+        logger.info("wrote fingerprint %s", path)
+    return resolve_preprocess(cfg.preprocess, fingerprint, modality), path
+
+
+def _fill(dataset: Dataset, cache_cfg: CacheConfig) -> list[int]:
+    """Fill a disk cache (RAM caches fill themselves on construction); bytes of each cached case."""
+    if cache_cfg.mode == "ram":
+        return cached_bytes(dataset)
+    if cache_cfg.mode != "disk":
+        return []
+    workers = max(1, cache_cfg.num_workers)
+    with ThreadPoolExecutor(workers) as pool:
+        items = pool.map(lambda index: _nbytes(dataset[index]), range(len(dataset)))
+        return list(tqdm(items, total=len(dataset), desc="caching", unit="case"))

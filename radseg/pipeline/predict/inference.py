@@ -1,0 +1,196 @@
+"""The one sliding-window predictor, shared by validation and by inference.
+
+:func:`sliding_window_predict` runs a network over a whole volume in ``roi_size`` windows
+(MONAI's :func:`~monai.inferers.sliding_window_inference`), blends overlapping windows with a
+Gaussian or constant weight, optionally averages mirrored copies (test-time augmentation), and
+keeps only the full-resolution head of a deep-supervision network.
+:class:`SlidingWindowPredictor` is a thin class holding the same arguments.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import itertools
+from typing import Any, Sequence
+
+import torch
+from monai.inferers import sliding_window_inference
+
+from radseg.configs.schema import InferenceConfig
+from radseg.errors import ConfigError
+
+_AMP_DTYPES = {"bf16": torch.bfloat16, "fp16": torch.float16}
+
+
+def resolve_amp(amp: str, device: torch.device | str) -> torch.dtype | None:
+    """The autocast dtype for an ``amp`` setting on a device, or None for full precision.
+
+    Mixed precision is used on CUDA only: ``"auto"`` picks bf16 where the GPU supports it,
+    else fp16; on CPU every setting means float32.
+
+    Args:
+        amp: ``"auto"``, ``"none"``, ``"bf16"`` or ``"fp16"`` (``train.amp``).
+        device: the device the network runs on.
+
+    Returns:
+        ``torch.bfloat16``, ``torch.float16`` or None.
+    """
+    device = torch.device(device)
+    if device.type != "cuda" or amp == "none":
+        return None
+    if amp == "auto":
+        return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
+    if amp not in _AMP_DTYPES:
+        raise ConfigError(f"amp must be one of auto, none, bf16, fp16, not {amp!r}")
+    return _AMP_DTYPES[amp]
+
+
+def autocast(device: torch.device | str, dtype: torch.dtype | None) -> contextlib.AbstractContextManager:
+    """``torch.autocast`` for ``dtype`` on ``device``, or a no-op context when dtype is None."""
+    if dtype is None:
+        return contextlib.nullcontext()
+    return torch.autocast(device_type=torch.device(device).type, dtype=dtype)
+
+
+def plain_tensor(tensor: Any) -> torch.Tensor:
+    """A MetaTensor as a plain tensor (metadata tracking slows autograd and DDP)."""
+    return tensor.as_tensor() if hasattr(tensor, "as_tensor") else torch.as_tensor(tensor)
+
+
+def full_resolution_output(output: Any) -> torch.Tensor:
+    """The full-resolution head of a network output.
+
+    Deep-supervision networks in eval mode return either the full-resolution tensor (MONAI's
+    DynUNet) or a list/tuple of heads, full resolution first; a plain ``(B, C, X, Y, Z)``
+    tensor passes through.
+    """
+    if isinstance(output, (list, tuple)):
+        return output[0]
+    if isinstance(output, dict):
+        raise TypeError("network returned a dict; radseg networks must return a tensor or a list of heads")
+    return output
+
+
+def sliding_window_predict(
+    network: torch.nn.Module,
+    image: torch.Tensor,
+    inference_cfg: InferenceConfig,
+    roi_size: Sequence[int] | None = None,
+    *,
+    device: torch.device | str | None = None,
+    amp: torch.dtype | None = None,
+    softmax: bool = False,
+    output_device: torch.device | str | None = None,
+    progress: bool = False,
+) -> torch.Tensor:
+    """Predict a whole volume window by window.
+
+    Args:
+        network: the model, already on ``device`` and in eval mode.
+        image: ``(B, C, X, Y, Z)`` (or ``(B, C, X, Y)`` for 2D networks), any device.
+        inference_cfg: ``overlap``, ``sw_batch_size``, ``blend_mode``, ``mirror`` and,
+            when set, ``roi_size``.
+        roi_size: the window size when ``inference_cfg.roi_size`` is None (``train.roi_size``).
+        device: where the windows run (default: the network's device).
+        amp: autocast dtype (see :func:`resolve_amp`); None for full precision.
+        softmax: return class probabilities instead of logits.
+        output_device: where the blended volume is kept (default: the image's device), so a
+            large scan can stay in CPU memory while windows run on the GPU.
+        progress: show a tqdm bar over the windows.
+
+    Returns:
+        ``(B, out_channels, X, Y, Z)`` float32 logits (or probabilities), the image's spatial shape.
+
+    Raises:
+        ConfigError: no window size is given, or it has the wrong number of dimensions.
+    """
+    window = _window_size(inference_cfg, roi_size, image)
+    if device is None:
+        device = next(network.parameters()).device
+    output_device = image.device if output_device is None else output_device
+    spatial_dims = image.ndim - 2
+
+    def _predictor(patch: torch.Tensor) -> torch.Tensor:
+        with autocast(device, amp):
+            return full_resolution_output(network(patch)).float()
+
+    def _one_pass(volume: torch.Tensor) -> torch.Tensor:
+        return sliding_window_inference(
+            volume, window, inference_cfg.sw_batch_size, _predictor,
+            overlap=inference_cfg.overlap, mode=inference_cfg.blend_mode,
+            sw_device=device, device=output_device, progress=progress,
+        )
+
+    with torch.inference_mode():
+        logits = _mirrored_average(_one_pass, image, spatial_dims) if inference_cfg.mirror else _one_pass(image)
+        logits = logits.as_tensor() if hasattr(logits, "as_tensor") else logits
+        return torch.softmax(logits, dim=1) if softmax else logits
+
+
+def _window_size(inference_cfg: InferenceConfig, roi_size: Sequence[int] | None, image: torch.Tensor) -> list[int]:
+    window = inference_cfg.roi_size if inference_cfg.roi_size is not None else roi_size
+    if window is None:
+        raise ConfigError("no sliding-window size: set inference.roi_size or pass train.roi_size")
+    if len(window) != image.ndim - 2:
+        raise ConfigError(
+            f"the window {list(window)} has {len(window)} sizes but the image {tuple(image.shape)} has "
+            f"{image.ndim - 2} spatial dimensions; give one size per spatial axis"
+        )
+    return [int(s) for s in window]
+
+
+def _mirrored_average(one_pass, image: torch.Tensor, spatial_dims: int) -> torch.Tensor:
+    """Average predictions over every combination of flipped spatial axes (nnU-Net's mirroring)."""
+    axes = list(range(2, 2 + spatial_dims))
+    total = None
+    count = 0
+    for n in range(len(axes) + 1):
+        for flip in itertools.combinations(axes, n):
+            flipped = torch.flip(image, flip) if flip else image
+            out = one_pass(flipped)
+            out = torch.flip(out, flip) if flip else out
+            total = out if total is None else total + out
+            count += 1
+    return total / count
+
+
+class SlidingWindowPredictor:
+    """A network with its sliding-window settings: ``predictor(image) -> logits``.
+
+    A thin holder around :func:`sliding_window_predict`, so validation and inference
+    pass one object around instead of six arguments.
+
+    Args:
+        network: the model (moved to ``device`` by the caller).
+        inference_cfg: the ``inference`` config section.
+        roi_size: the window size used when ``inference_cfg.roi_size`` is None.
+        device: where the windows run.
+        amp: autocast dtype or None.
+    """
+
+    def __init__(
+        self,
+        network: torch.nn.Module,
+        inference_cfg: InferenceConfig,
+        roi_size: Sequence[int] | None = None,
+        *,
+        device: torch.device | str | None = None,
+        amp: torch.dtype | None = None,
+    ) -> None:
+        self.network = network
+        self.inference_cfg = inference_cfg
+        self.roi_size = roi_size
+        self.device = device
+        self.amp = amp
+
+    def __call__(self, image: torch.Tensor, *, softmax: bool = False, **kwargs: Any) -> torch.Tensor:
+        """Predict ``image`` ``(B, C, X, Y, Z)``; see :func:`sliding_window_predict`."""
+        was_training = self.network.training
+        self.network.eval()
+        try:
+            return sliding_window_predict(
+                self.network, image, self.inference_cfg, self.roi_size,
+                device=self.device, amp=self.amp, softmax=softmax, **kwargs,
+            )
+        finally:
+            self.network.train(was_training)

@@ -1,0 +1,276 @@
+"""``fit``: check the data, prepare the run folder, build everything, train, validate, checkpoint.
+
+Exact resume: every epoch starts by reseeding python, numpy, torch and the MONAI transforms from
+``(train.seed, epoch, rank)`` and building a fresh loader, and checkpoints are written at epoch
+ends. A run killed at any moment and resumed from ``last.pt`` therefore draws the same patches and
+ends with the same weights as an uninterrupted run (bit for bit on CPU with
+``train.deterministic``). A finished run is extended by resuming with a larger ``train.max_epochs``.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+import math
+import os
+import random
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from tqdm import tqdm
+from tqdm.contrib.logging import logging_redirect_tqdm
+
+from radseg.configs.loader import config_to_dict
+from radseg.configs.schema import RadsegConfig
+from radseg.errors import DataError
+from radseg.pipeline.core import distributed as ddp
+from radseg.pipeline.core.checkpoint import BEST, LAST, capture_rng_state, restore_rng_state, save_checkpoint
+from radseg.pipeline.predict.inference import resolve_amp
+from radseg.pipeline.train.losses import build_loss
+from radseg.pipeline.train.run_log import RunLog
+from radseg.pipeline.train.run_setup import RunData, prepare_data, prepare_run_folder
+from radseg.pipeline.train.schedule import build_optimizer
+from radseg.pipeline.evaluate.validate import validate
+from radseg.pipeline.train.loop import cycle_batches, train_one_epoch
+
+logger = logging.getLogger(__name__)
+
+
+
+@dataclass
+class FitResult:
+    """What :func:`fit` did; ``str()`` is the summary the CLI prints."""
+
+    run_dir: Path
+    epochs: int
+    best_epoch: int
+    best_dice: float
+    best_dice_per_class: dict[str, float]
+    seconds: float
+
+    def __str__(self) -> str:
+        per_class = ", ".join(f"{k} {v:.4f}" for k, v in self.best_dice_per_class.items())
+        best = f"best mean foreground Dice {self.best_dice:.4f} at epoch {self.best_epoch} ({per_class})"
+        if self.best_epoch == 0:
+            best = "no validation yet"
+        return f"trained {self.epochs} epochs in {self.seconds:.0f} s; {best}; run folder {self.run_dir}"
+
+
+@dataclass
+class _State:
+    """Everything that changes during training and is saved in last.pt (besides weights)."""
+
+    epoch: int = 0  # completed epochs
+    iteration: int = 0
+    best_dice: float = -math.inf
+    best_epoch: int = 0
+    best_per_class: dict[str, float] = field(default_factory=dict)
+    history: list[dict[str, Any]] = field(default_factory=list)
+
+
+def fit(
+    cfg: RadsegConfig | None,
+    data: str | Path,
+    output: str | Path,
+    fold: int | None = None,
+    resume: bool = False,
+    overwrite: bool = False,
+    *,
+    progress: bool = True,
+) -> FitResult:
+    """Train a network on a dataset into a run folder.
+
+    Args:
+        cfg: the run's config; None with ``resume`` takes the run folder's own config.
+        data: the dataset root (checked with ``check-data`` first).
+        output: the run folder (config.yaml, splits.json, fingerprint.json, last.pt, best.pt,
+            metrics.csv, curves.png, train.log).
+        fold: cross-validation fold; None uses ``data.fold``.
+        resume: continue the run in ``output`` from its last.pt (or extend a finished one).
+        overwrite: replace an existing run in ``output``.
+        progress: show progress bars.
+
+    Returns:
+        The :class:`FitResult`.
+
+    Raises:
+        ConfigError: an impossible setting, an existing run without ``resume``/``overwrite``, or
+            a resume whose config differs from the run's in anything but the epoch count.
+        DataError: the dataset fails check-data.
+        RadsegError: CUDA runs out of memory (with the settings to lower).
+    """
+    start = time.perf_counter()
+    info = ddp.init_distributed(cfg.train.device if cfg is not None else "auto")
+    deterministic_before = torch.are_deterministic_algorithms_enabled()
+    try:
+        cfg, saved = prepare_run_folder(cfg, Path(output), fold, resume, overwrite, info, data)
+        run_data = prepare_data(cfg, Path(data), Path(output), info, fresh=saved is None, progress=progress)
+        return _train(cfg, run_data, Path(output), saved, info, start, progress)
+    finally:
+        torch.use_deterministic_algorithms(deterministic_before)  # callers' own setting, not ours
+        ddp.cleanup_distributed(info)
+
+
+def _train(cfg, run_data: RunData, run_dir: Path, saved, info, start: float, progress: bool) -> FitResult:
+    _set_determinism(cfg)
+    torch.manual_seed(cfg.train.seed)
+    network = _build_network(cfg, run_data, info.device)
+    optimizer = build_optimizer(cfg.train, network.parameters())
+    amp = resolve_amp(cfg.train.amp, info.device)
+    scaler = torch.amp.GradScaler("cuda", enabled=amp == torch.float16)
+    state = _restore(saved, network, optimizer, scaler) if saved else _State()
+    model = ddp.wrap_ddp(network, info)
+    loss_fn = build_loss(cfg.train, run_data.num_classes, deep_supervision=getattr(network, "deep_supervision", False))
+    log = RunLog(run_dir, state.history) if info.is_main else None
+    if state.epoch >= cfg.train.max_epochs:
+        logger.info("the run in %s finished %d epochs; resume with a larger train.max_epochs to extend it",
+                    run_dir, state.epoch)
+    epochs = range(state.epoch, cfg.train.max_epochs)
+    try:
+        with logging_redirect_tqdm():
+            for epoch in tqdm(epochs, desc="epochs", unit="epoch", disable=not (progress and info.is_main),
+                              initial=state.epoch, total=cfg.train.max_epochs):
+                row = _run_epoch(cfg, run_data, model, network, loss_fn, optimizer, scaler, amp, state, epoch,
+                                 info, progress)
+                if info.is_main:
+                    _save_epoch(cfg, run_data, run_dir, network, optimizer, scaler, state, row, log)
+                ddp.barrier(info)
+    finally:
+        if log is not None:
+            log.close()
+    return FitResult(run_dir, state.epoch, state.best_epoch, max(state.best_dice, 0.0), state.best_per_class,
+                     time.perf_counter() - start)
+
+
+def _set_determinism(cfg: RadsegConfig) -> None:
+    if cfg.train.deterministic:
+        os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
+        torch.use_deterministic_algorithms(True)
+        torch.backends.cudnn.benchmark = False
+    elif torch.cuda.is_available():
+        torch.backends.cudnn.benchmark = True
+
+
+def _build_network(cfg: RadsegConfig, run_data: RunData, device: torch.device) -> torch.nn.Module:
+    from radseg.networks import build_network
+
+    network = build_network(cfg.network, in_channels=run_data.in_channels, out_channels=run_data.num_classes)
+    network = network.to(device)
+    if cfg.train.channels_last and device.type == "cuda" and len(cfg.train.roi_size) == 3:
+        network = network.to(memory_format=torch.channels_last_3d)
+    return network
+
+
+def _seed_epoch(seed: int, epoch: int, rank: int) -> int:
+    """One 32-bit seed per (run seed, epoch, rank): resumed epochs redraw the same patches."""
+    value = int(np.random.SeedSequence([seed, epoch, rank]).generate_state(1)[0])
+    random.seed(value)
+    np.random.seed(value)
+    torch.manual_seed(value)
+    return value
+
+
+def _run_epoch(cfg, run_data, model, network, loss_fn, optimizer, scaler, amp, state, epoch, info, progress):
+    from radseg.pipeline.data.cache import build_loader
+
+    epoch_seed = _seed_epoch(cfg.train.seed, epoch, info.rank)
+    loader = build_loader(run_data.train_dataset, cfg.train.batch_size, cfg.cache.num_workers, True, epoch_seed)
+    show = progress and info.is_main
+    metrics = train_one_epoch(
+        model, cycle_batches(loader, cfg.train.iterations_per_epoch), loss_fn, optimizer, cfg.train,
+        start_iteration=state.iteration, device=info.device, amp=amp, scaler=scaler,
+        channels_last=cfg.train.channels_last and info.device.type == "cuda", progress=show,
+        desc=f"epoch {epoch + 1}/{cfg.train.max_epochs}",
+    )
+    del loader  # ends persistent workers before the next epoch's loader starts its own
+    loss = ddp.all_reduce_sum(torch.tensor([metrics["loss"]], dtype=torch.float64), info) / info.world_size
+    state.iteration += metrics["iterations"]
+    state.epoch = epoch + 1
+    row = {"epoch": epoch + 1, "loss": float(loss), "lr": metrics["lr"],
+           "epoch_time": metrics["epoch_time"], "data_time": metrics["data_time"]}
+    if state.epoch % cfg.train.val_interval == 0 or state.epoch == cfg.train.max_epochs:
+        row.update(_validate(cfg, run_data, network, amp, info, show))
+        _update_best(state, row, run_data)
+    shown = ", ".join(f"{k} {v:.4g}" for k, v in row.items() if k not in ("epoch", "is_best"))
+    logger.info("epoch %d: %s", epoch + 1, shown)
+    return row
+
+
+def _validate(cfg, run_data: RunData, network, amp, info, progress: bool) -> dict[str, float]:
+    from radseg.pipeline.data.cache import build_loader
+
+    start = time.perf_counter()
+    loader = build_loader(run_data.val_dataset, 1, cfg.cache.num_workers, False, cfg.train.seed)
+    dice_sum, dice_count, per_case = validate(
+        network, loader, cfg.inference, cfg.train.roi_size, run_data.num_classes,
+        device=info.device, amp=amp, progress=progress,
+    )
+    del loader
+    # each rank scored its own disjoint cases: sums and counts add up to every case exactly once
+    totals = ddp.all_reduce_sum(torch.cat([dice_sum, dice_count, torch.tensor([float(len(per_case))])]), info)
+    dice_sum, dice_count, num_cases = totals.split([len(dice_sum), len(dice_count), 1])
+    dice = torch.where(dice_count > 0, dice_sum / dice_count.clamp(min=1), torch.full_like(dice_sum, math.nan))
+    row = {f"dice_{name}": float(value) for name, value in zip(run_data.foreground_names, dice)}
+    scored = dice[~torch.isnan(dice)]
+    row["mean_dice"] = float(scored.mean()) if len(scored) else math.nan
+    row["val_cases"] = int(num_cases.item())
+    row["val_time"] = time.perf_counter() - start
+    return row
+
+
+def _update_best(state: _State, row: dict, run_data: RunData) -> None:
+    mean = row["mean_dice"]
+    if not math.isnan(mean) and mean > state.best_dice:
+        state.best_dice, state.best_epoch = mean, row["epoch"]
+        state.best_per_class = {name: row[f"dice_{name}"] for name in run_data.foreground_names}
+        row["is_best"] = 1
+
+
+def _save_epoch(cfg, run_data, run_dir: Path, network, optimizer, scaler, state: _State, row, log: RunLog) -> None:
+    is_best = row.pop("is_best", 0)
+    state.history.append(row)
+    common = {
+        "config": config_to_dict(cfg),
+        "fingerprint": run_data.fingerprint,
+        "preprocess": run_data.preprocess,
+        "label_names": dict(run_data.label_names),
+        "network_name": cfg.network.name,
+        "in_channels": run_data.in_channels,
+        "out_channels": run_data.num_classes,
+    }
+    if is_best:
+        save_checkpoint(run_dir / BEST, {**common, "model": network.state_dict(), "epoch": state.epoch,
+                                         "dice": dict(state.best_per_class), "mean_dice": state.best_dice})
+    save_checkpoint(run_dir / LAST, {
+        **common,
+        "model": network.state_dict(),
+        "epoch": state.epoch,
+        "iteration": state.iteration,
+        "optimizer": optimizer.state_dict(),
+        "scheduler": {"iteration": state.iteration, "lr": row["lr"]},  # lr_at() is a pure function
+        "scaler": scaler.state_dict(),
+        "rng": capture_rng_state(),
+        "sampler": {"epoch": state.epoch, "seed": cfg.train.seed},
+        "state": {k: v for k, v in dataclasses.asdict(state).items()},
+    })
+    log.log_epoch(row)
+    if "mean_dice" in row:
+        log.draw_curves()
+
+
+def _restore(saved: dict, network, optimizer, scaler) -> _State:
+    network.load_state_dict(saved["model"])
+    optimizer.load_state_dict(saved["optimizer"])
+    if saved.get("scaler"):
+        scaler.load_state_dict(saved["scaler"])
+    restore_rng_state(saved["rng"])
+    state = _State(**saved["state"])
+    if state.epoch != saved["sampler"]["epoch"]:
+        raise DataError(f"last.pt is inconsistent: {state.epoch} epochs done but sampler at epoch "
+                        f"{saved['sampler']['epoch']}; resume from a copy of the run or start it again")
+    logger.info("resumed after epoch %d (iteration %d)", state.epoch, state.iteration)
+    return state

@@ -1,0 +1,139 @@
+"""One training epoch: small functions with explicit inputs.
+
+:func:`train_one_epoch` runs ``train.iterations_per_epoch`` optimiser steps on random patches.
+Validation is the evaluate stage's :func:`radseg.pipeline.evaluate.validate.validate`.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from typing import Any, Iterable, Iterator
+
+import torch
+from tqdm import tqdm
+
+from radseg import keys
+from radseg.configs.schema import TrainConfig
+from radseg.errors import RadsegError
+from radseg.pipeline.predict.inference import autocast, plain_tensor
+from radseg.pipeline.train.schedule import lr_at, set_lr
+
+logger = logging.getLogger(__name__)
+
+
+def cycle_batches(loader: Iterable, count: int) -> Iterator[Any]:
+    """``count`` batches from ``loader``, starting a new pass over it whenever one ends."""
+    done = 0
+    while done < count:
+        empty = True
+        for batch in loader:
+            empty = False
+            yield batch
+            done += 1
+            if done == count:
+                return
+        if empty:
+            raise RadsegError("the training loader yielded no batch; the training split has no cases")
+
+
+def train_one_epoch(
+    network: torch.nn.Module,
+    batches: Iterable[dict],
+    loss_fn: torch.nn.Module,
+    optimizer: torch.optim.Optimizer,
+    cfg: TrainConfig,
+    *,
+    start_iteration: int,
+    device: torch.device,
+    amp: torch.dtype | None = None,
+    scaler: torch.amp.GradScaler | None = None,
+    channels_last: bool = False,
+    progress: bool = True,
+    desc: str = "train",
+) -> dict[str, float]:
+    """Run the optimiser over ``batches`` (one epoch's worth).
+
+    Args:
+        network: the model (possibly DDP-wrapped), in train mode.
+        batches: dicts with ``image`` ``(B, C, X, Y, Z)`` and ``label`` ``(B, 1, X, Y, Z)``.
+        loss_fn: from :func:`radseg.pipeline.train.losses.build_loss`.
+        optimizer: its learning rate is set from :func:`lr_at` before every step.
+        cfg: the ``train`` section (``grad_clip``, schedule, ``batch_size``, ``roi_size``).
+        start_iteration: iterations done before this epoch (drives the schedule).
+        device: where the model is.
+        amp: autocast dtype or None.
+        scaler: a ``GradScaler`` for fp16, else None.
+        channels_last: feed ``channels_last_3d`` tensors (CUDA).
+        progress: show a tqdm bar.
+        desc: the bar's label.
+
+    Returns:
+        ``loss`` (mean), ``lr`` (last), ``iterations``, ``epoch_time`` and ``data_time`` (seconds
+        spent waiting for batches).
+
+    Raises:
+        RadsegError: CUDA ran out of memory (with the settings to lower).
+    """
+    network.train()
+    total_loss = torch.zeros((), dtype=torch.float64, device=device)
+    data_time, steps, lr = 0.0, 0, 0.0
+    start = time.perf_counter()
+    bar = tqdm(batches, total=cfg.iterations_per_epoch, desc=desc, unit="it", leave=False, disable=not progress)
+    waited = time.perf_counter()
+    for batch in bar:
+        data_time += time.perf_counter() - waited
+        lr = lr_at(start_iteration + steps, cfg)
+        set_lr(optimizer, lr)
+        try:
+            loss = _train_step(network, batch, loss_fn, optimizer, cfg, device, amp, scaler, channels_last)
+        except torch.cuda.OutOfMemoryError as err:
+            raise RadsegError(_oom_message(cfg, start_iteration + steps)) from err
+        total_loss += loss.detach()
+        steps += 1
+        if progress and steps % 5 == 0:
+            bar.set_postfix(loss=f"{total_loss.item() / steps:.4f}", lr=f"{lr:.2e}")
+        waited = time.perf_counter()
+    return {
+        "loss": total_loss.item() / max(steps, 1),
+        "lr": lr,
+        "iterations": steps,
+        "epoch_time": time.perf_counter() - start,
+        "data_time": data_time,
+    }
+
+
+def _train_step(network, batch, loss_fn, optimizer, cfg, device, amp, scaler, channels_last) -> torch.Tensor:
+    image = plain_tensor(batch[keys.IMAGE]).to(device, non_blocking=True).float()
+    label = plain_tensor(batch[keys.LABEL]).to(device, non_blocking=True)
+    if channels_last and image.ndim == 5:
+        image = image.contiguous(memory_format=torch.channels_last_3d)
+    optimizer.zero_grad(set_to_none=True)
+    with autocast(device, amp):
+        output = network(image)
+    loss = loss_fn(output, label)
+    if scaler is not None and scaler.is_enabled():
+        scaler.scale(loss).backward()
+        scaler.unscale_(optimizer)
+        _clip(network, cfg.grad_clip)
+        scaler.step(optimizer)
+        scaler.update()
+    else:
+        loss.backward()
+        _clip(network, cfg.grad_clip)
+        optimizer.step()
+    return loss
+
+
+def _clip(network: torch.nn.Module, grad_clip: float | None) -> None:
+    if grad_clip is not None and grad_clip > 0:
+        torch.nn.utils.clip_grad_norm_(network.parameters(), grad_clip)
+
+
+def _oom_message(cfg: TrainConfig, iteration: int) -> str:
+    smaller = [max(16, (s // 2) // 16 * 16) for s in cfg.roi_size]
+    return (
+        f"CUDA ran out of memory at training iteration {iteration} with train.roi_size={list(cfg.roi_size)} and "
+        f"train.batch_size={cfg.batch_size}; fix: use a smaller patch (e.g. --set train.roi_size={smaller}), "
+        f"train.batch_size=1, augment.num_samples=1, or train.amp=bf16"
+    )

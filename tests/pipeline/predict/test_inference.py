@@ -1,0 +1,106 @@
+"""The sliding-window predictor: known answers on odd shapes, windows larger than the volume."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from radseg.configs.schema import InferenceConfig
+from radseg.errors import ConfigError
+from radseg.pipeline.predict.inference import (
+    SlidingWindowPredictor,
+    full_resolution_output,
+    resolve_amp,
+    sliding_window_predict,
+)
+
+
+class _PlusOne(torch.nn.Module):
+    """Identity plus one, with a parameter so the predictor can find its device."""
+
+    def __init__(self, heads: int = 1) -> None:
+        super().__init__()
+        self.dummy = torch.nn.Parameter(torch.zeros(()))
+        self.heads = heads
+
+    def forward(self, x: torch.Tensor):
+        out = x + 1 + self.dummy
+        return [out] + [out[:, :, ::2, ::2, ::2]] * (self.heads - 1) if self.heads > 1 else out
+
+
+def _image(shape=(1, 2, 37, 29, 19)) -> torch.Tensor:
+    """Integer-valued intensities, so constant blending (k equal values / k) is exact in float32."""
+    return torch.randint(-1000, 1000, shape, generator=torch.Generator().manual_seed(0)).float()
+
+
+@pytest.mark.parametrize("blend_mode", ["constant", "gaussian"])
+@pytest.mark.parametrize("overlap", [0.0, 0.5, 0.7])
+def test_identity_plus_one_on_odd_shapes(blend_mode, overlap):
+    image = _image()
+    cfg = InferenceConfig(blend_mode=blend_mode, overlap=overlap, sw_batch_size=3)
+    out = sliding_window_predict(_PlusOne(), image, cfg, [16, 12, 8])
+    assert out.shape == image.shape
+    assert out.dtype == torch.float32
+    if blend_mode == "constant":
+        assert torch.equal(out, image + 1)
+    else:
+        # Gaussian weights differ per voxel: sum(w * v) / sum(w) is v up to float32 rounding
+        torch.testing.assert_close(out, image + 1, rtol=1e-5, atol=0)
+
+
+def test_window_larger_than_volume():
+    image = _image((2, 1, 11, 7, 5))
+    out = sliding_window_predict(_PlusOne(), image, InferenceConfig(blend_mode="constant"), [32, 32, 16])
+    assert out.shape == image.shape
+    assert torch.equal(out, image + 1)
+
+
+def test_mirroring_keeps_known_answer_and_deep_supervision_takes_full_resolution():
+    image = _image((1, 1, 13, 10, 9))
+    cfg = InferenceConfig(mirror=True, roi_size=[8, 8, 8])
+    out = sliding_window_predict(_PlusOne(heads=3), image, cfg, None)
+    assert out.shape == image.shape
+    torch.testing.assert_close(out, image + 1, rtol=1e-5, atol=0)
+
+
+def test_mirroring_averages_flips():
+    """A position-dependent model: mirrored TTA is the mean over the 8 flip combinations."""
+
+    class _Ramp(torch.nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.w = torch.nn.Parameter(torch.zeros(()))
+
+        def forward(self, x):
+            ramp = torch.arange(x.shape[2], dtype=x.dtype).view(1, 1, -1, 1, 1)
+            return x * 0 + ramp + self.w
+
+    image = torch.zeros(1, 1, 6, 4, 4)
+    cfg = InferenceConfig(mirror=True, roi_size=[6, 4, 4], overlap=0.0)
+    out = sliding_window_predict(_Ramp(), image, cfg)
+    # flips along x average ramp and reversed ramp: (i + (5 - i)) / 2 = 2.5 everywhere
+    torch.testing.assert_close(out, torch.full_like(image, 2.5))
+
+
+def test_softmax_and_predictor_class_restore_training_mode():
+    net = _PlusOne()
+    net.train()
+    predictor = SlidingWindowPredictor(net, InferenceConfig(), [8, 8, 8])
+    probs = predictor(_image((1, 3, 9, 9, 9)), softmax=True)
+    torch.testing.assert_close(probs.sum(dim=1), torch.ones(1, 9, 9, 9))
+    assert net.training
+
+
+def test_missing_or_mismatched_window_is_a_config_error():
+    with pytest.raises(ConfigError, match="inference.roi_size"):
+        sliding_window_predict(_PlusOne(), _image(), InferenceConfig(), None)
+    with pytest.raises(ConfigError, match="one size per spatial axis"):
+        sliding_window_predict(_PlusOne(), _image(), InferenceConfig(), [8, 8])
+
+
+def test_helpers():
+    assert resolve_amp("bf16", "cpu") is None
+    assert resolve_amp("auto", "cpu") is None
+    t = torch.zeros(1)
+    assert full_resolution_output([t, torch.ones(1)]) is t
+    assert full_resolution_output(t) is t
