@@ -42,12 +42,13 @@ class ImageHeader:
 
     Attributes:
         path: the file or DICOM folder.
-        shape: voxels along each index axis, (x, y, z) (SimpleITK order, not numpy's).
-        spacing: mm per voxel along each index axis.
+        shape: voxels along each spatial index axis, (x, y, z) (SimpleITK order, not numpy's).
+        spacing: mm per voxel along each spatial index axis.
         origin: world (LPS) position of voxel (0, 0, 0), mm.
-        direction: direction cosines, row-major, one row per world axis (LPS).
+        direction: direction cosines, row-major, one row per world axis (LPS), 3x3.
         dtype: SimpleITK pixel type, e.g. "16-bit signed integer".
-        num_components: components per voxel (1 for a scalar image).
+        num_components: image channels: components per voxel, times the length of a 4th axis
+            (a 4D NIfTI such as the Decathlon's multi-modal cases keeps its channels there).
         num_series: DICOM series in the folder (0 for a file).
         slices_even: False when DICOM slice positions are unevenly spaced (missing slices).
         gantry_tilt: True when DICOM slices are not stacked along their normal (tilted gantry).
@@ -69,7 +70,7 @@ class ImageHeader:
 
         Oblique at 45 degrees (two index axes closest to one world axis): the index order.
         """
-        direction = np.abs(np.asarray(self.direction, dtype=float).reshape(3, 3))
+        direction = np.abs(np.asarray(self.direction, dtype=float))
         axes = np.argmax(direction, axis=1).tolist()  # LPS rows: the same axes as RAS
         return axes if len(set(axes)) == 3 else [0, 1, 2]
 
@@ -208,7 +209,7 @@ def _array_and_meta(image: sitk.Image) -> tuple[np.ndarray, dict]:
     dims = min(image.GetDimension(), 3)
     affine = sitk_affine_ras(image)
     meta = {
-        "spacing": np.asarray(image.GetSpacing()),
+        "spacing": np.asarray(image.GetSpacing()[:dims]),
         MetaKeys.ORIGINAL_AFFINE: affine,
         MetaKeys.AFFINE: affine.copy(),
         MetaKeys.SPACE: SpaceKeys.RAS,
@@ -253,16 +254,20 @@ def _read_series(files: list[str]) -> sitk.Image:
 
 
 def _header_from(path: str, reader: sitk.ImageFileReader) -> ImageHeader:
+    """The header of a file; a 4D image (MSD's multi-modal cases) is 3D with its 4th axis as channels."""
     dims = reader.GetDimension()
-    direction = np.asarray(reader.GetDirection()).reshape(dims, dims)
+    spatial = min(dims, 3)
+    direction = np.asarray(reader.GetDirection()).reshape(dims, dims)[:spatial, :spatial]
+    size = reader.GetSize()
+    channels = int(reader.GetNumberOfComponents()) * (int(np.prod(size[3:])) if dims > 3 else 1)
     return ImageHeader(
         path=path,
-        shape=tuple(int(s) for s in reader.GetSize()),
-        spacing=tuple(float(s) for s in reader.GetSpacing()),
-        origin=tuple(float(o) for o in reader.GetOrigin()),
+        shape=tuple(int(s) for s in size[:spatial]),
+        spacing=tuple(float(s) for s in reader.GetSpacing()[:spatial]),
+        origin=tuple(float(o) for o in reader.GetOrigin()[:spatial]),
         direction=tuple(tuple(float(v) for v in row) for row in direction),
         dtype=sitk.GetPixelIDValueAsString(reader.GetPixelID()),
-        num_components=int(reader.GetNumberOfComponents()),
+        num_components=channels,
     )
 
 

@@ -19,6 +19,7 @@ from tqdm import tqdm
 from radseg.errors import DataError
 from radseg.pipeline.data import datalist
 from radseg.pipeline.data.voxel_stats import content_digest, count_non_finite, unique_values
+from radseg.transforms.grid import grid_differences
 from radseg.transforms.io import list_dicom_series, read_header, read_image
 
 logger = logging.getLogger(__name__)
@@ -89,8 +90,10 @@ def check_dataset(path: str | Path, *, tolerance: float = 1e-3) -> DataReport:
 
     Args:
         path: dataset root (MSD, nnU-Net, folders or CSV layout).
-        tolerance: largest difference (mm, or direction cosine) allowed between an image's and its
-            label's spacing, origin and direction.
+        tolerance: largest difference (mm, or direction cosine) allowed between the grids of a
+            case's channel files; a label may store the image's voxels in another axis order
+            (flipped or permuted axes), and its voxel centres may be up to this many mm or a
+            twentieth of the image's smallest spacing (the larger) from the image's.
 
     Returns:
         The report; ``report.ok`` is False when any case has an error.
@@ -131,7 +134,7 @@ def _check_case(case: Any, ctx: _Context) -> list[Problem]:
     image_ok = not any(p.severity == "error" for p in problems)
     label_header = headers.get(Path(case.label)) if case.label is not None else None
     if image_ok and label_header is not None:
-        problems += _check_grid(case.case_id, Path(case.label), label_header, image_headers[0], ctx)
+        problems += _check_label_grid(case.case_id, Path(case.label), label_header, image_headers[0], ctx)
     if all(h is not None for h in image_headers):
         problems += _check_image_arrays(case, ctx)
     if label_header is not None:
@@ -209,11 +212,25 @@ def _check_image_headers(case: Any, headers: list[Any], ctx: _Context) -> list[P
 
 
 def _channels(header: Any) -> int:
-    return int(header.shape[3]) if len(header.shape) > 3 else max(1, int(header.num_components))
+    return max(1, int(header.num_components))
+
+
+def _check_label_grid(case_id: str, file: Path, header: Any, reference: Any, ctx: _Context) -> list[Problem]:
+    """An error when the label's voxel centres are not the image's (any array order is fine)."""
+    tolerance = max(ctx.tolerance, min(reference.spacing[:3]) / 20)
+    differences = grid_differences(header, reference, tolerance)
+    if not differences:
+        return []
+    return [_problem("error", case_id, file, ctx, "not on the image's grid: " + "; ".join(differences),
+                     "resample it onto the image's grid (same voxel centres: shape, spacing, origin and "
+                     "direction, up to flipped or permuted axes)")]
 
 
 def _check_grid(case_id: str, file: Path, header: Any, reference: Any, ctx: _Context) -> list[Problem]:
-    """One problem listing every way ``header``'s grid differs from the image's, or none."""
+    """One problem listing every way a channel file's grid differs from the first's, or none.
+
+    Channels are stacked array on array, so they must share the array order too.
+    """
     tol = ctx.tolerance
     differences = []
     if tuple(header.shape[:3]) != tuple(reference.shape[:3]):
