@@ -244,7 +244,9 @@ def prepare_data(cfg: RadsegConfig, data: Path, run_dir: Path, info: ddp.DistInf
     spec = discover_dataset(data)
     modality = spec.modality if cfg.data.modality == "auto" else cfg.data.modality
     train_cases, val_cases = _fold_cases(cfg, spec, run_dir, info)
-    fingerprint = _fingerprint(to_datalist(train_cases), modality, run_dir, info, fresh, progress)
+    # the fingerprint covers every labelled case, as nnU-Net's does: the preprocessing (and so the
+    # cache entries) is the same for every fold and for `radseg cache`
+    fingerprint = _fingerprint(to_datalist(spec.training), modality, run_dir, info, fresh, progress)
     resolved = resolve_preprocess(cfg.preprocess, fingerprint, modality)
     train_ds, val_ds = _datasets(cfg, resolved, spec.num_classes, to_datalist(train_cases),
                                  to_datalist(val_cases), info, progress)
@@ -283,7 +285,7 @@ def _datasets(cfg: RadsegConfig, resolved, num_classes: int, train_list: list[di
     from radseg.pipeline.data.cache import GIB, build_dataset, cached_bytes, shard_for_rank
     from radseg.transforms.preprocess import build_train_transforms, build_val_transforms
 
-    settings = resolved.to_dict()
+    settings = {**resolved.to_dict(), "image_dtype": cfg.cache.image_dtype}
     # each rank caches only its own shard of the training cases; validation cases are disjoint too
     train_shard = shard_for_rank(train_list, info.rank, info.world_size)
     if not train_shard:
@@ -293,11 +295,12 @@ def _datasets(cfg: RadsegConfig, resolved, num_classes: int, train_list: list[di
     budget = cfg.cache.ram_budget_gb / int(os.environ.get("LOCAL_WORLD_SIZE", "1"))
     train_cache = dataclasses.replace(cfg.cache, ram_budget_gb=budget)
     train_ds = build_dataset(train_shard, build_train_transforms(cfg, resolved, num_classes), train_cache,
-                             settings={**settings, "image_dtype": cfg.cache.image_dtype}, progress=progress)
+                             settings=settings, progress=progress)
     val_shard = ddp.split_for_rank(val_list, info)
     left = max(budget - sum(cached_bytes(train_ds)) / GIB, 0.0)
-    val_ds = build_dataset(val_shard, build_val_transforms(resolved), dataclasses.replace(cfg.cache, ram_budget_gb=left),
-                           settings={**settings, "image_dtype": "float32"}, progress=progress)
+    # validation caches the same preprocessed volumes as training (and `radseg cache`): same entries
+    val_ds = build_dataset(val_shard, build_val_transforms(resolved, cfg.cache.image_dtype),
+                           dataclasses.replace(cfg.cache, ram_budget_gb=left), settings=settings, progress=progress)
     return train_ds, val_ds
 
 

@@ -9,7 +9,7 @@ import torch
 
 from radseg import keys
 from radseg.configs.loader import load_config
-from radseg.pipeline.data.cache_keys import estimate_case_bytes
+from radseg.pipeline.data.cache_keys import CASE_OVERHEAD_BYTES, estimate_case_bytes
 from radseg.pipeline.data.check_data import check_dataset
 from radseg.pipeline.data.datalist import discover_dataset, to_datalist
 from radseg.transforms.fingerprint import compute_fingerprint, resolve_preprocess
@@ -60,7 +60,7 @@ def test_cache_and_short_training_take_both_channels(multichannel_dataset, tmp_p
     assert summary.cached_cases == 4 and summary.modality == "MRI"
     item = to_datalist(discover_dataset(multichannel_dataset).training)[0]
     # two float16 channels and a uint8 label per voxel: 5 bytes
-    assert estimate_case_bytes(item, None, 2) == 40 * 40 * 20 * 5
+    assert estimate_case_bytes(item, None, 2) == 40 * 40 * 20 * 5 + CASE_OVERHEAD_BYTES
     result = fit(cfg, multichannel_dataset, tmp_path / "run", progress=False)
     assert result.epochs == 1
     last = load_checkpoint(tmp_path / "run" / "last.pt")
