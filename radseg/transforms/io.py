@@ -87,7 +87,8 @@ def read_image(path: PathLike, series_uid: str | None = None) -> sitk.Image:
 
     Raises:
         DataError: the path is missing, holds no DICOM, holds several series and none was chosen,
-            or cannot be read (truncated or corrupt file).
+            its slices are not on a regular grid (tilted gantry, uneven positions), or it cannot
+            be read (truncated or corrupt file).
     """
     path = Path(path)
     if not path.exists():
@@ -95,6 +96,7 @@ def read_image(path: PathLike, series_uid: str | None = None) -> sitk.Image:
                         "folder; fix the path in the datalist or dataset.json")
     if path.is_dir():
         files = _dicom.series_files(path, series_uid)
+        _refuse_irregular(path, _read_geometry(path, files))
         return _read(path, lambda: _read_series(files))
     check_nifti_complete(path)  # SimpleITK zero-fills truncated NIfTI without an error
     return _read(path, lambda: sitk.ReadImage(str(path)))
@@ -291,6 +293,13 @@ def _dicom_header(folder: Path, series_uid: str | None) -> ImageHeader:
         slices_even=geometry.slices_even,
         gantry_tilt=geometry.gantry_tilt,
     )
+
+
+def _refuse_irregular(folder: Path, geometry: _dicom.SliceGeometry) -> None:
+    reason = _dicom.irregular_reason(geometry)
+    if reason:
+        raise DataError(f"DICOM series {folder} is not a regular grid: {reason}; expected slices evenly "
+                        f"stacked along their normal; fix: {_dicom.IRREGULAR_FIX}")
 
 
 def _read_geometry(folder: Path, files: list[str]) -> _dicom.SliceGeometry:

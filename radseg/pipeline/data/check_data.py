@@ -19,6 +19,7 @@ from tqdm import tqdm
 from radseg.errors import DataError
 from radseg.pipeline.data import datalist
 from radseg.pipeline.data.voxel_stats import content_digest, count_non_finite, unique_values
+from radseg.transforms.dicom import IRREGULAR_FIX, irregular_reason
 from radseg.transforms.grid import grid_differences
 from radseg.transforms.io import list_dicom_series, read_header, read_image
 
@@ -164,7 +165,8 @@ def _read_header_checked(case_id: str, file: Path, ctx: _Context) -> tuple[Any, 
     except (DataError, RuntimeError, OSError, ValueError) as err:
         return None, [_problem("error", case_id, file, ctx, f"cannot read the header ({_first_line(err)})",
                                "re-export or re-download the file")]
-    return header, _dicom_geometry_warnings(case_id, file, header, ctx)
+    problems = _dicom_geometry_errors(case_id, file, header, ctx)
+    return (None if problems else header), problems
 
 
 def _check_dicom_series_count(case_id: str, folder: Path, ctx: _Context) -> list[Problem]:
@@ -180,16 +182,12 @@ def _check_dicom_series_count(case_id: str, folder: Path, ctx: _Context) -> list
                      "keep one series per folder: move the others into folders of their own")]
 
 
-def _dicom_geometry_warnings(case_id: str, file: Path, header: Any, ctx: _Context) -> list[Problem]:
-    """Warnings for a DICOM series whose slices are not a regular grid (it gets resampled)."""
-    fix = "check the series for missing or tilted slices; radseg reads it as a regular grid"
-    problems = []
-    if not getattr(header, "slices_even", True):
-        problems.append(_problem("warning", case_id, file, ctx, "uneven slice spacing (missing slices?)", fix))
-    if getattr(header, "gantry_tilt", False):
-        problems.append(_problem("warning", case_id, file, ctx, "gantry tilt: slices are not stacked along "
-                                 "their normal", fix))
-    return problems
+def _dicom_geometry_errors(case_id: str, file: Path, header: Any, ctx: _Context) -> list[Problem]:
+    """An error for a DICOM series whose slices are not a regular grid (never read with shifted slices)."""
+    reason = irregular_reason(header)
+    if not reason:
+        return []
+    return [_problem("error", case_id, file, ctx, f"DICOM slices are not a regular grid: {reason}", IRREGULAR_FIX)]
 
 
 def _check_image_headers(case: Any, headers: list[Any], ctx: _Context) -> list[Problem]:
