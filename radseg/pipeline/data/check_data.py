@@ -25,6 +25,9 @@ from radseg.transforms.io import list_dicom_series, read_header, read_image
 
 logger = logging.getLogger(__name__)
 
+#: the warning of a label without foreground (training refuses it for class-balanced sampling)
+EMPTY_LABEL = "label is empty (background only)"
+
 
 @dataclass(frozen=True)
 class Problem:
@@ -62,6 +65,10 @@ class DataReport:
     def ok(self) -> bool:
         """True when no problem is an error (warnings allowed)."""
         return not self.errors
+
+    def background_only_cases(self) -> list[str]:
+        """The cases whose label holds background only."""
+        return sorted({p.case_id for p in self.problems if p.message == EMPTY_LABEL})
 
     def lines(self) -> list[str]:
         """One line per problem, errors first."""
@@ -295,7 +302,7 @@ def _check_label_array(case_id: str, file: Path, ctx: _Context) -> list[Problem]
                          f"declared in dataset.json ({', '.join(map(str, declared))})",
                          "remap the extra values or declare their classes in dataset.json's labels")]
     if found <= {0}:
-        return [_problem("warning", case_id, file, ctx, "label is empty (background only)",
+        return [_problem("warning", case_id, file, ctx, EMPTY_LABEL,
                          "check the label; an empty case only teaches background")]
     return []
 

@@ -11,27 +11,24 @@ from __future__ import annotations
 import dataclasses
 import logging
 import os
-import shutil
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from radseg.configs.loader import config_to_dict, load_config, save_config, validate_config
+from radseg.configs.loader import config_to_dict, load_config, validate_config
 from radseg.configs.schema import RadsegConfig
 from radseg.errors import ConfigError, DataError
 from radseg.pipeline.core import distributed as ddp
-from radseg.pipeline.core.checkpoint import BEST, LAST, load_checkpoint
+from radseg.pipeline.core.checkpoint import LAST, load_checkpoint
+# a folder holding one of CHECKPOINTS is a run; one without is an unfinished start and is reused
+from radseg.pipeline.train.run_folder import (  # noqa: F401 - CONFIG_FILE public here too
+    CHECKPOINTS, CONFIG_FILE, refuse_foreign_files, remove_run_files, save_run_config,
+)
 
 logger = logging.getLogger(__name__)
 
-CONFIG_FILE = "config.yaml"
 SPLITS_FILE = "splits.json"
 FINGERPRINT_FILE = "fingerprint.json"
-#: a folder holding one of these is a run; one without is an unfinished start and is reused
-CHECKPOINTS = (LAST, BEST)
-TENSORBOARD_DIR = "tensorboard"
-#: what a run writes before its first checkpoint (cleared when such a folder is reused)
-_RUN_FILES = ("config.yaml", "splits.json", "fingerprint.json", "metrics.csv", "curves.png", "train.log")
 #: settings that may change when a run is resumed (everything else must match the run's config)
 RESUMABLE_CHANGES = ("train.max_epochs", "train.val_interval", "train.device", "cache.mode", "cache.ram_budget_gb",
                      "cache.cache_dir", "inference.sw_batch_size", "data.root")
@@ -70,7 +67,7 @@ def prepare_run_folder(
     if resume and overwrite:
         raise ConfigError("--resume and --overwrite contradict each other; pass one of them")
     saved = _existing_run(run_dir, resume, overwrite)
-    _refuse_foreign_files(run_dir)
+    refuse_foreign_files(run_dir)
     cfg = _resolve_config(cfg, saved, run_dir, fold)
     _check_roi(cfg)
     _check_data(cfg, data, info)
@@ -82,40 +79,11 @@ def prepare_run_folder(
 def _prepare_folder(cfg: RadsegConfig, run_dir: Path, saved: dict | None, resume: bool, overwrite: bool) -> None:
     if overwrite and run_dir.exists():
         logger.warning("--overwrite: removing the earlier run in %s", run_dir)
-        _remove_run_files(run_dir)
+        remove_run_files(run_dir)
     elif saved is None and not resume and run_dir.exists():
-        _remove_run_files(run_dir)  # an unfinished start (no checkpoint): begin again cleanly
+        remove_run_files(run_dir)  # an unfinished start (no checkpoint): begin again cleanly
     run_dir.mkdir(parents=True, exist_ok=True)
-    save_config(cfg, run_dir / CONFIG_FILE)
-
-
-def _run_entry(name: str) -> bool:
-    """Whether a name in a run folder is one radseg writes there (files, checkpoints, temp files)."""
-    return name in _RUN_FILES or name in CHECKPOINTS or name == TENSORBOARD_DIR or ".tmp" in name
-
-
-def _refuse_foreign_files(run_dir: Path) -> None:
-    """A run folder may hold only what radseg writes there: never replace or clear anything else."""
-    if not run_dir.is_dir():
-        if run_dir.exists():
-            raise ConfigError(f"--output {run_dir} is a file; pass a folder for the run")
-        return
-    foreign = sorted(p.name for p in run_dir.iterdir() if not _run_entry(p.name))
-    if foreign:
-        shown = ", ".join(foreign[:5]) + (f" and {len(foreign) - 5} more" if len(foreign) > 5 else "")
-        raise ConfigError(f"--output {run_dir} holds files radseg did not write ({shown}); "
-                          "choose an empty or new folder for the run")
-
-
-def _remove_run_files(run_dir: Path) -> None:
-    """Delete what an earlier run wrote in ``run_dir`` (and nothing else: see _refuse_foreign_files)."""
-    for path in run_dir.iterdir():
-        if not _run_entry(path.name):
-            continue
-        if path.is_dir() and not path.is_symlink():
-            shutil.rmtree(path)
-        else:
-            path.unlink()
+    save_run_config(cfg, run_dir)
 
 
 def _existing_run(run_dir: Path, resume: bool, overwrite: bool) -> dict | None:
@@ -222,8 +190,30 @@ def _check_data(cfg: RadsegConfig, data: str | Path, info: ddp.DistInfo) -> None
         if not report.ok:
             raise DataError(f"dataset {data} fails check-data ({report.summary()}):\n" + "\n".join(report.lines())
                             + "\nfix the dataset (see `radseg check-data`) and train again")
+        _check_class_sampling(cfg, report.background_only_cases(), data)
 
     ddp.run_on_main(_check, info)
+
+
+def _check_class_sampling(cfg: RadsegConfig, background_only: list[str], data: str | Path) -> None:
+    """Class-balanced sampling of a background-only case: refused where MONAI's sampler would fail.
+
+    With background weighted 0 in ``augment.class_ratios`` such a case has no class to draw from
+    and the sampler raises "probabilities contain NaN" inside a data worker, mid-training; with a
+    background weight it only ever gives background patches (a warning).
+    """
+    if cfg.augment.sampler != "label_classes" or not background_only:
+        return
+    shown = ", ".join(background_only[:10]) + (f" and {len(background_only) - 10} more" if len(background_only) > 10 else "")
+    ratios = cfg.augment.class_ratios
+    if ratios is not None and not ratios[0] > 0:
+        raise DataError(f"augment.sampler=label_classes with background weight {ratios[0]} in augment.class_ratios "
+                        f"centres patches on foreground classes only, but the label of case(s) {shown} in {data} "
+                        "holds background only (the sampler would fail inside a data worker); expected some "
+                        "foreground in every labelled case; fix: correct or remove those labels, give background "
+                        "a weight > 0, or set augment.sampler=pos_neg")
+    logger.warning("label of case(s) %s holds background only: class-balanced sampling draws only background "
+                   "patches from them", shown)
 
 
 def prepare_data(cfg: RadsegConfig, data: Path, run_dir: Path, info: ddp.DistInfo, *, fresh: bool,
