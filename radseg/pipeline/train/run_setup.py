@@ -45,6 +45,8 @@ class RunData:
     label_names: dict[int, str]
     fingerprint: dict
     preprocess: dict
+    #: sampling weight of each training case of this rank (equal per case across DDP ranks)
+    train_weights: list[float] | None = None
 
     @property
     def foreground_names(self) -> list[str]:
@@ -238,10 +240,10 @@ def prepare_data(cfg: RadsegConfig, data: Path, run_dir: Path, info: ddp.DistInf
     # cache entries) is the same for every fold and for `radseg cache`
     fingerprint = _fingerprint(to_datalist(spec.training), modality, run_dir, info, fresh, progress)
     resolved = resolve_preprocess(cfg.preprocess, fingerprint, modality)
-    train_ds, val_ds = _datasets(cfg, resolved, spec.num_classes, to_datalist(train_cases),
-                                 to_datalist(val_cases), info, progress)
+    train_ds, val_ds, weights = _datasets(cfg, resolved, spec.num_classes, to_datalist(train_cases),
+                                          to_datalist(val_cases), info, progress)
     return RunData(train_ds, val_ds, spec.num_classes, len(spec.channel_names), dict(spec.labels),
-                   fingerprint.to_dict(), resolved.to_dict())
+                   fingerprint.to_dict(), resolved.to_dict(), weights)
 
 
 def _fold_cases(cfg: RadsegConfig, spec, run_dir: Path, info: ddp.DistInfo) -> tuple[list, list]:
@@ -272,15 +274,14 @@ def _fingerprint(datalist: list[dict], modality: str, run_dir: Path, info: ddp.D
 
 def _datasets(cfg: RadsegConfig, resolved, num_classes: int, train_list: list[dict], val_list: list[dict],
               info: ddp.DistInfo, progress: bool):
-    from radseg.pipeline.data.cache import GIB, build_dataset, cached_bytes, shard_for_rank
+    from radseg.pipeline.data.cache import GIB, build_dataset, cached_bytes
+    from radseg.pipeline.data.shards import weighted_shard
     from radseg.transforms.preprocess import build_train_transforms, build_val_transforms
 
     settings = {**resolved.to_dict(), "image_dtype": cfg.cache.image_dtype}
-    # each rank caches only its own shard of the training cases; validation cases are disjoint too
-    train_shard = shard_for_rank(train_list, info.rank, info.world_size)
-    if not train_shard:
-        raise ConfigError(f"{info.world_size} processes but only {len(train_list)} training cases: rank {info.rank} "
-                          "has none; use fewer processes (--nproc-per-node) or more cases")
+    # each rank caches only its own shard of the training cases, weighted so that every case is drawn
+    # equally often across the ranks; validation cases are disjoint
+    train_shard, weights = weighted_shard(train_list, info.rank, info.world_size)
     # cache.ram_budget_gb is per machine: the processes on it share it, training cases first
     budget = cfg.cache.ram_budget_gb / int(os.environ.get("LOCAL_WORLD_SIZE", "1"))
     train_cache = dataclasses.replace(cfg.cache, ram_budget_gb=budget)
@@ -291,7 +292,7 @@ def _datasets(cfg: RadsegConfig, resolved, num_classes: int, train_list: list[di
     # validation caches the same preprocessed volumes as training (and `radseg cache`): same entries
     val_ds = build_dataset(val_shard, build_val_transforms(resolved, cfg.cache.image_dtype),
                            dataclasses.replace(cfg.cache, ram_budget_gb=left), settings=settings, progress=progress)
-    return train_ds, val_ds
+    return train_ds, val_ds, weights
 
 
 def _column_name(name: str) -> str:
