@@ -174,3 +174,21 @@ def _tilted(positions: np.ndarray, normal: np.ndarray) -> bool:
     if length == 0:
         return False
     return bool(np.linalg.norm(np.cross(stack / length, normal)) > _TILT_TOLERANCE)
+
+
+def read_geometry(folder: Path, files: list[str]) -> SliceGeometry:
+    """:func:`slice_geometry`, with unreadable slice headers as a DataError naming the folder."""
+    try:
+        return slice_geometry(files)
+    except (OSError, ValueError, KeyError, AttributeError) as err:
+        raise DataError(f"cannot read the DICOM slice positions in {folder}: {err}; expected "
+                        "ImagePositionPatient/ImageOrientationPatient/PixelSpacing on every slice; "
+                        "fix: re-export the series") from err
+
+
+def refuse_irregular(folder: Path, geometry: SliceGeometry) -> None:
+    """Raise a DataError with the reason and the fix when the slices are not a regular grid."""
+    reason = irregular_reason(geometry)
+    if reason:
+        raise DataError(f"DICOM series {folder} is not a regular grid: {reason}; expected slices evenly "
+                        f"stacked along their normal; fix: {IRREGULAR_FIX}")

@@ -96,7 +96,7 @@ def read_image(path: PathLike, series_uid: str | None = None) -> sitk.Image:
                         "folder; fix the path in the datalist or dataset.json")
     if path.is_dir():
         files = _dicom.series_files(path, series_uid)
-        _refuse_irregular(path, _read_geometry(path, files))
+        _dicom.refuse_irregular(path, _dicom.read_geometry(path, files))
         return _read(path, lambda: _read_series(files))
     check_nifti_complete(path)  # SimpleITK zero-fills truncated NIfTI without an error
     return _read(path, lambda: sitk.ReadImage(str(path)))
@@ -280,7 +280,7 @@ def _dicom_header(folder: Path, series_uid: str | None) -> ImageHeader:
     reader = sitk.ImageFileReader()  # pixel type after rescale, as the series read will give it
     reader.SetFileName(files[0])
     _read(Path(files[0]), reader.ReadImageInformation)
-    geometry = _read_geometry(folder, files)
+    geometry = _dicom.read_geometry(folder, files)
     return ImageHeader(
         path=str(folder),
         shape=(int(reader.GetSize()[0]), int(reader.GetSize()[1]), len(files)),
@@ -293,19 +293,3 @@ def _dicom_header(folder: Path, series_uid: str | None) -> ImageHeader:
         slices_even=geometry.slices_even,
         gantry_tilt=geometry.gantry_tilt,
     )
-
-
-def _refuse_irregular(folder: Path, geometry: _dicom.SliceGeometry) -> None:
-    reason = _dicom.irregular_reason(geometry)
-    if reason:
-        raise DataError(f"DICOM series {folder} is not a regular grid: {reason}; expected slices evenly "
-                        f"stacked along their normal; fix: {_dicom.IRREGULAR_FIX}")
-
-
-def _read_geometry(folder: Path, files: list[str]) -> _dicom.SliceGeometry:
-    try:
-        return _dicom.slice_geometry(files)
-    except (OSError, ValueError, KeyError, AttributeError) as err:
-        raise DataError(f"cannot read the DICOM slice positions in {folder}: {err}; expected "
-                        "ImagePositionPatient/ImageOrientationPatient/PixelSpacing on every slice; "
-                        "fix: re-export the series") from err
