@@ -3,7 +3,7 @@
 :func:`prepare_run_folder` refuses bad input before anything is written: a config that cannot
 resume the run, a patch the network rejects, a dataset that fails check-data, an existing run
 without ``--resume``/``--overwrite``. :func:`prepare_data` then splits the cases by fold,
-fingerprints the training cases, and builds the (sharded, cached) datasets.
+fingerprints every labelled case (as `radseg cache` does), and builds the (sharded, cached) datasets.
 """
 
 from __future__ import annotations
