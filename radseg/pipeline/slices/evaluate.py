@@ -57,12 +57,13 @@ def evaluate_slices(model: str | Path, cases: Sequence, *, patient_pattern: str 
 def case_scores(slice_model: SliceModel, case, label_values: tuple[list[int], list[int]]) -> tuple[np.ndarray, np.ndarray]:
     """Slice labels (of the run's target) and probabilities of one labelled case, on the run's grid."""
     from radseg.pipeline.data.datalist import to_datalist
-    from radseg.pipeline.slices.samples import build_slice_transforms, to_slice_case
+    from radseg.pipeline.slices.samples import build_slice_transforms, to_slice_case, user_errors
     from radseg.transforms.fingerprint import ResolvedPreprocess
 
     transform = build_slice_transforms(ResolvedPreprocess.from_dict(slice_model.preprocess), slice_model.cfg,
                                        label_values)
-    stack = to_slice_case(transform(to_datalist([case])[0]))
+    with user_errors():
+        stack = to_slice_case(transform(to_datalist([case])[0]))
     scores = slice_probabilities(slice_model.network, stack.image, slice_model.context, slice_model.sequence,
                                  device=slice_model.device, amp=slice_model.amp)
     return stack.target(slice_model.cfg.slices.target).astype(np.int64), scores

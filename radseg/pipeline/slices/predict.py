@@ -86,13 +86,14 @@ def predict_slices(model: str | Path | SliceModel, input: str | Path, output: st
 def scan_probabilities(slice_model: SliceModel, source: Path) -> tuple[np.ndarray, np.ndarray]:
     """World z (mm) and probability of each axial slice of the input scan, in the input's slice order."""
     from radseg import keys
-    from radseg.pipeline.slices.samples import build_slice_transforms, to_slice_case
+    from radseg.pipeline.slices.samples import build_slice_transforms, to_slice_case, user_errors
     from radseg.transforms.fingerprint import ResolvedPreprocess
     from radseg.transforms.io import read_header
 
     resolved = ResolvedPreprocess.from_dict(slice_model.preprocess)
     transform = build_slice_transforms(resolved, slice_model.cfg, None)
-    case = to_slice_case(transform({keys.IMAGE: str(source), keys.CASE_ID: str(source)}))
+    with user_errors():
+        case = to_slice_case(transform({keys.IMAGE: str(source), keys.CASE_ID: str(source)}))
     on_grid = slice_probabilities(slice_model.network, case.image, slice_model.context, slice_model.sequence,
                                   device=slice_model.device, amp=slice_model.amp)
     input_z = input_slice_z(read_header(source))

@@ -13,7 +13,7 @@ from radseg.configs.schema import RadsegConfig
 from radseg.errors import DataError
 from radseg.pipeline.core import distributed as ddp
 from radseg.pipeline.slices.samples import SliceCase, build_slice_transforms, class_balance, load_slice_cases, \
-    resolve_label_values
+    resolve_label_values, user_errors
 
 logger = logging.getLogger(__name__)
 
@@ -68,7 +68,8 @@ def prepare_slice_data(cfg: RadsegConfig, data: Path, run_dir: Path, info: ddp.D
     settings = preprocess_settings(resolved, cfg.cache.image_dtype)
     stacks = []
     for name, cases in (("train", train_cases), ("val", val_cases)):
-        dataset = build_dataset(to_datalist(cases), transform, cfg.cache, settings=settings, progress=progress)
+        with user_errors():
+            dataset = build_dataset(to_datalist(cases), transform, cfg.cache, settings=settings, progress=progress)
         stacks.append(load_slice_cases(dataset, progress=progress, desc=f"{name} slices"))
     balance = "\n".join(class_balance(s, name) for name, s in zip(("training", "validation"), stacks))
     logger.info("slice class balance (target %s):\n%s", cfg.slices.target, balance)

@@ -8,6 +8,7 @@ is appended to that chain, so the cache holds the resized slice stacks.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import re
 from dataclasses import dataclass
@@ -20,7 +21,7 @@ from tqdm import tqdm
 
 from radseg import keys
 from radseg.configs.schema import RadsegConfig, SlicesConfig
-from radseg.errors import ConfigError
+from radseg.errors import ConfigError, RadsegError
 from radseg.transforms.preprocess import build_preprocess_transforms
 from radseg.transforms.slices import SliceStackd
 
@@ -102,11 +103,26 @@ def build_slice_transforms(resolved: Any, cfg: RadsegConfig, label_values: tuple
     return Compose(list(chain.transforms) + [step])
 
 
+@contextlib.contextmanager
+def user_errors():
+    """Re-raise the radseg error inside MONAI's "applying transform ..." wrapper, so the user sees it."""
+    try:
+        yield
+    except RuntimeError as err:
+        cause = err
+        while cause is not None and not isinstance(cause, RadsegError):
+            cause = cause.__cause__ or cause.__context__
+        if cause is None:
+            raise
+        raise cause from None
+
+
 def load_slice_cases(dataset: Sequence[dict], *, progress: bool = True, desc: str = "slices") -> list[SliceCase]:
     """Every case of a (cached) dataset built with :func:`build_slice_transforms`, as slice stacks."""
     cases = []
-    for index in tqdm(range(len(dataset)), desc=desc, unit="case", disable=not progress, leave=False):
-        cases.append(to_slice_case(dataset[index]))
+    with user_errors():
+        for index in tqdm(range(len(dataset)), desc=desc, unit="case", disable=not progress, leave=False):
+            cases.append(to_slice_case(dataset[index]))
     return cases
 
 
