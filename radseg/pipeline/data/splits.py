@@ -182,8 +182,8 @@ def check_patient_split(train_ids: Sequence[str], val_ids: Sequence[str], patien
 def patient_lookup(cases: Sequence[Any], pattern: str | None = None) -> Callable[[str], str]:
     """Case id -> patient id, from the first source that has one.
 
-    1. ``pattern``: a regular expression searched in the case id; its first group (or the whole
-       match) is the patient (``r"^(patient\\d+)_"`` maps ``patient07_scan2`` to ``patient07``);
+    1. ``pattern``: a regular expression searched in the case id; its first group that matched
+       (or the whole match) is the patient (``r"^(patient\\d+)_"`` maps ``patient07_scan2`` to ``patient07``);
     2. the case's ``patient_id`` (a ``patient_id`` column of a CSV dataset);
     3. the DICOM PatientID (0010,0020) of a case whose image is a DICOM series folder;
     4. otherwise the case id itself (one patient per case).
@@ -218,7 +218,7 @@ def _patient_of_case(case: Any, regex) -> str:
         if match is None:
             raise DataError(f"slices.patient_pattern {regex.pattern!r} does not match case id {case.case_id!r}; "
                             "fix the pattern so that it finds the patient in every case id")
-        return match.group(1) if regex.groups else match.group(0)
+        return next((group for group in match.groups() if group is not None), match.group(0))
     if getattr(case, "patient_id", None):
         return str(case.patient_id)
     image = Path(case.images[0])
