@@ -117,3 +117,16 @@ def test_balanced_sampler_draws_both_classes_equally(tmp_path):
     windows = SliceSamples([case], "liver", context=3, sequence_length=8)
     item = windows[99]
     assert tuple(item[keys.IMAGE].shape) == (8, 3, 4, 4) and item[keys.LABEL].tolist() == [0] * 8
+
+
+def test_slice_settings_and_networks_are_checked_at_load():
+    from radseg.pipeline.slices.fit import check_slice_network
+
+    with pytest.raises(ConfigError, match="slices.context_slices must be an odd number >= 1, not 2"):
+        load_config("slices", ["slices.context_slices=2"])
+    with pytest.raises(ConfigError, match=r"slices.threshold must be 'auto' or in \(0, 1\), not 1.5"):
+        load_config("slices", ["slices.threshold=1.5"])
+    with pytest.raises(ConfigError, match="'unet3d' is a 3D segmentation network, but radseg slices trains 2D slice "
+                                          "classifiers; set network.name to one of simple_cnn2d, cnn_rnn2d"):
+        check_slice_network(load_config("demo"))
+    check_slice_network(load_config("slices", ["network.name=monai_densenet121", "network.params={}"]))
