@@ -117,12 +117,16 @@ def fit_slices(cfg: RadsegConfig | None, data: str | Path, output: str | Path, f
     """
     start = time.perf_counter()
     info = ddp.init_distributed(cfg.train.device if cfg is not None else "auto")
+    deterministic_before = torch.are_deterministic_algorithms_enabled()
     try:
         cfg, saved = prepare_run_folder(cfg, Path(output), fold, resume, overwrite, info, data,
                                         check_network=check_slice_network)
         run = prepare_slice_data(cfg, Path(data), Path(output), info, fresh=saved is None, progress=progress)
+        if cfg.train.deterministic:
+            torch.use_deterministic_algorithms(True)
         return _train(cfg, run, Path(output), saved, info, start, progress)
     finally:
+        torch.use_deterministic_algorithms(deterministic_before)  # callers' own setting, not ours
         ddp.cleanup_distributed(info)
 
 
