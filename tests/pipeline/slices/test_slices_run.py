@@ -49,19 +49,30 @@ def test_run_folder_holds_the_threshold_curves_and_class_balance(slice_run):
     assert "liver   present in" in result.balance and "validation:" in result.balance
 
 
-def test_resume_lands_on_the_same_weights(tmp_path, phantom_dataset):
-    from radseg.pipeline.slices.fit import fit_slices
+def test_a_killed_run_resumes_to_the_same_weights(tmp_path, phantom_dataset, monkeypatch):
+    from radseg.pipeline.slices import fit as slice_fit
 
-    tiny = [*TINY_SLICES, "data.num_folds=2", "train.iterations_per_epoch=3", "train.batch_size=4",
-            "train.deterministic=true"]
-    fit_slices(load_config("slices", [*tiny, "train.max_epochs=2"]), phantom_dataset, tmp_path / "a", progress=False)
-    fit_slices(load_config("slices", [*tiny, "train.max_epochs=1"]), phantom_dataset, tmp_path / "b", progress=False)
-    fit_slices(load_config("slices", [*tiny, "train.max_epochs=2"]), phantom_dataset, tmp_path / "b", resume=True,
-               progress=False)
+    cfg = [*TINY_SLICES, "data.num_folds=2", "train.iterations_per_epoch=3", "train.batch_size=4",
+           "train.max_epochs=3", "train.deterministic=true"]
+    slice_fit.fit_slices(load_config("slices", cfg), phantom_dataset, tmp_path / "a", progress=False)
+    save_epoch = slice_fit._save_epoch
+
+    def save_then_die(*args):
+        save_epoch(*args)
+        if args[6].epoch == 2:  # killed right after epoch 2's checkpoint
+            raise KeyboardInterrupt
+
+    monkeypatch.setattr(slice_fit, "_save_epoch", save_then_die)
+    with pytest.raises(KeyboardInterrupt):
+        slice_fit.fit_slices(load_config("slices", cfg), phantom_dataset, tmp_path / "b", progress=False)
+    monkeypatch.setattr(slice_fit, "_save_epoch", save_epoch)
+    assert load_checkpoint(tmp_path / "b" / LAST)["epoch"] == 2
+    slice_fit.fit_slices(None, phantom_dataset, tmp_path / "b", resume=True, progress=False)
     a, b = load_checkpoint(tmp_path / "a" / LAST), load_checkpoint(tmp_path / "b" / LAST)
-    assert a["epoch"] == b["epoch"] == 2
+    assert a["epoch"] == b["epoch"] == 3 and a["threshold"] == b["threshold"]
     for name, tensor in a["model"].items():
         torch.testing.assert_close(b["model"][name], tensor, rtol=0, atol=0, msg=name)
+    assert [r["loss"] for r in a["state"]["history"]] == [r["loss"] for r in b["state"]["history"]]
 
 
 def test_predict_on_the_real_ct_writes_one_probability_per_axial_slice(slice_run, tmp_path, capsys):
