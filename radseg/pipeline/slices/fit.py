@@ -119,6 +119,8 @@ def fit_slices(cfg: RadsegConfig | None, data: str | Path, output: str | Path, f
     info = ddp.init_distributed(cfg.train.device if cfg is not None else "auto")
     deterministic_before = torch.are_deterministic_algorithms_enabled()
     try:
+        if cfg is not None:
+            _check_labels(cfg, data)  # before check-data reads every voxel
         cfg, saved = prepare_run_folder(cfg, Path(output), fold, resume, overwrite, info, data,
                                         check_network=check_slice_network)
         run = prepare_slice_data(cfg, Path(data), Path(output), info, fresh=saved is None, progress=progress)
@@ -128,6 +130,14 @@ def fit_slices(cfg: RadsegConfig | None, data: str | Path, output: str | Path, f
     finally:
         torch.use_deterministic_algorithms(deterministic_before)  # callers' own setting, not ours
         ddp.cleanup_distributed(info)
+
+
+def _check_labels(cfg: RadsegConfig, data: str | Path) -> None:
+    """Refuse a dataset without the labels the classifier learns, before any expensive work."""
+    from radseg.pipeline.data.datalist import discover_dataset
+    from radseg.pipeline.slices.samples import resolve_label_values
+
+    resolve_label_values(discover_dataset(data).labels, cfg.slices)
 
 
 def _train(cfg: RadsegConfig, run: SliceRunData, run_dir: Path, saved, info, start: float, progress: bool):

@@ -80,3 +80,20 @@ def test_slice_training_refuses_a_leaky_splits_file(tmp_path, phantom_dataset):
     with pytest.raises(DataError, match=r"leaky.json: fold 0 has patient\(s\) phantom_00 in both train and val"):
         fit_slices(cfg, phantom_dataset, tmp_path / "run", progress=False)
     assert not (tmp_path / "run" / "last.pt").exists()
+
+
+def test_a_dataset_without_liver_labels_is_refused_before_any_work(tmp_path, phantom_dataset):
+    import shutil
+
+    from radseg.errors import ConfigError
+    from radseg.pipeline.slices.fit import fit_slices
+
+    data = tmp_path / "spleen"
+    shutil.copytree(phantom_dataset, data)
+    meta = json.loads((data / "dataset.json").read_text())
+    meta["labels"] = {"0": "background", "1": "spleen", "2": "kidney"}
+    (data / "dataset.json").write_text(json.dumps(meta))
+    with pytest.raises(ConfigError, match=r"needs a liver label, but the dataset declares only \{0: background, "
+                                          r"1: spleen, 2: kidney\}; expected a label named 'liver'"):
+        fit_slices(load_config("slices", ["train.device=cpu"]), data, tmp_path / "run", progress=False)
+    assert not (tmp_path / "run").exists()
