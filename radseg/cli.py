@@ -77,6 +77,62 @@ def _cmd_demo(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_slices_train(args: argparse.Namespace) -> int:
+    from radseg.pipeline.slices.fit import fit_slices
+
+    saved = args.output / "config.yaml"
+    source = args.config or (saved if args.resume and saved.is_file() else "slices")
+    cfg = _load_checked_config(source, args.set)
+    result = fit_slices(cfg, data=args.data, output=args.output, fold=args.fold, resume=args.resume,
+                        overwrite=args.overwrite)
+    print(result)
+    return 0
+
+
+def _cmd_slices_predict(args: argparse.Namespace) -> int:
+    from radseg.pipeline.slices.predict import predict_slices
+
+    for result in predict_slices(args.model, args.input, args.output, overwrite=args.overwrite, device=args.device):
+        print(result)
+    return 0
+
+
+def _cmd_slices_evaluate(args: argparse.Namespace) -> int:
+    from radseg.pipeline.data.datalist import discover_dataset
+    from radseg.pipeline.slices.evaluate import evaluate_slices
+
+    spec = discover_dataset(args.data)
+    print(evaluate_slices(args.model, spec.test if args.split == "test" else spec.training, device=args.device))
+    return 0
+
+
+def _add_slices_parser(sub) -> None:
+    """``radseg slices train|predict|evaluate``: the 2D slice branch."""
+    slices = sub.add_parser("slices", help="the 2D slice classifier (liver present per axial slice)")
+    commands = slices.add_subparsers(dest="slices_command", required=True)
+    p = commands.add_parser("train", help="train a slice classifier (patient-level folds)")
+    _add_config_args(p, default=None, default_help="slices; with --resume: the run's own config.yaml")
+    p.add_argument("--data", type=Path, required=True)
+    p.add_argument("--output", type=Path, required=True)
+    p.add_argument("--fold", type=int, default=None)
+    p.add_argument("--resume", action="store_true", help="continue the run in --output")
+    p.add_argument("--overwrite", action="store_true", help="replace the run in --output")
+    p.set_defaults(func=_cmd_slices_train)
+    p = commands.add_parser("predict", help="one probability per axial slice (CSV and PNG per scan)")
+    p.add_argument("--model", type=Path, required=True, help="RUN/best.pt of radseg slices train")
+    p.add_argument("--input", type=Path, required=True, help="a scan file, a DICOM series folder or a folder of them")
+    p.add_argument("--output", type=Path, required=True)
+    p.add_argument("--overwrite", action="store_true", help="replace earlier outputs of the same names")
+    p.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"])
+    p.set_defaults(func=_cmd_slices_predict)
+    p = commands.add_parser("evaluate", help="per-slice and per-patient metrics with 95%% CIs on labelled cases")
+    p.add_argument("--model", type=Path, required=True)
+    p.add_argument("--data", type=Path, required=True)
+    p.add_argument("--split", default="test", choices=["test", "training"], help="which labelled cases (default test)")
+    p.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"])
+    p.set_defaults(func=_cmd_slices_evaluate)
+
+
 def build_parser() -> argparse.ArgumentParser:
     """The argument parser with every subcommand."""
     parser = argparse.ArgumentParser(prog="radseg", description=__doc__.splitlines()[0])
@@ -117,6 +173,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--cases", type=int, default=12)
     p.add_argument("--overwrite", action="store_true")
     p.set_defaults(func=_cmd_demo)
+    _add_slices_parser(sub)
     return parser
 
 

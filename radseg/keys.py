@@ -7,3 +7,8 @@ CASE_ID = "case_id"
 FOREGROUND = "foreground"
 #: model output in dictionaries that travel through post-processing
 PRED = "pred"
+#: per-axial-slice labels of the 2D branch (uint8, one value per slice along z)
+SLICE_LIVER = "slice_liver"
+SLICE_LESION = "slice_lesion"
+#: world position (RAS mm, superior positive) of each axial slice of a slice stack
+SLICE_Z_MM = "slice_z_mm"

@@ -16,6 +16,7 @@ from radseg.configs.schema import (
     NetworkConfig,
     PreprocessConfig,
     RadsegConfig,
+    SlicesConfig,
     TrainConfig,
 )
 
@@ -27,6 +28,7 @@ __all__ = [
     "NetworkConfig",
     "PreprocessConfig",
     "RadsegConfig",
+    "SlicesConfig",
     "TrainConfig",
     "config_to_dict",
     "list_presets",

@@ -104,8 +104,25 @@ def validate_config(cfg: RadsegConfig) -> None:
         problems.append(f"data.fold must be in 0..{cfg.data.num_folds - 1}, not {cfg.data.fold}")
     if cfg.cache.ram_budget_gb < 0:
         problems.append(f"cache.ram_budget_gb must be >= 0, not {cfg.cache.ram_budget_gb}")
+    problems += _slices_problems(cfg)
     if problems:
         raise ConfigError("; ".join(problems))
+
+
+def _slices_problems(cfg: RadsegConfig) -> list[str]:
+    sl = cfg.slices
+    problems = []
+    if sl.context_slices < 1 or sl.context_slices % 2 == 0:
+        problems.append(f"slices.context_slices must be an odd number >= 1, not {sl.context_slices}")
+    if sl.sequence_length < 2:
+        problems.append(f"slices.sequence_length must be >= 2, not {sl.sequence_length}")
+    if sl.min_liver_area_mm2 < 0 or sl.min_lesion_area_mm2 < 0:
+        problems.append("slices.min_liver_area_mm2 and slices.min_lesion_area_mm2 must be >= 0")
+    if sl.threshold != "auto" and not 0 < sl.threshold < 1:
+        problems.append(f"slices.threshold must be 'auto' or in (0, 1), not {sl.threshold}")
+    if sl.bootstrap_samples < 0:
+        problems.append(f"slices.bootstrap_samples must be >= 0, not {sl.bootstrap_samples}")
+    return problems
 
 
 def build_dataclass(cls: type, raw: Any, path: str) -> Any:

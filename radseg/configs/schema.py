@@ -125,6 +125,40 @@ class InferenceConfig:
 
 
 @dataclass
+class SlicesConfig:
+    """The 2D slice branch (``radseg slices``): slice labels, 2.5D context, sampling, threshold.
+
+    Each axial slice is resized in-plane to ``train.roi_size`` (two sizes, e.g. [64, 64]).
+    """
+
+    #: what the classifier learns: "liver" (liver present) or "lesion" (lesion present)
+    target: Literal["liver", "lesion"] = "liver"
+    #: label values that count as liver; None = labels named liver plus the lesion labels
+    liver_labels: Union[list[int], None] = None
+    #: label values that count as lesion; None = labels named tumour/tumor/lesion/cancer/metastasis
+    lesion_labels: Union[list[int], None] = None
+    #: a slice is liver-positive when its liver area is at least this (mm^2 on the preprocessed grid)
+    min_liver_area_mm2: float = 100.0
+    #: a slice is lesion-positive when its lesion area is positive and at least this (mm^2)
+    min_lesion_area_mm2: float = 0.0
+    #: k neighbouring slices fed as channels (2.5D), odd; 1 = plain 2D
+    context_slices: int = 1
+    #: consecutive slices per training sequence of a sequence network (cnn_rnn2d)
+    sequence_length: int = 16
+    #: draw slices with equal weight per class (else uniformly)
+    balanced_sampling: bool = True
+    #: decision threshold on the positive probability; "auto" = Youden's J on validation
+    threshold: Union[Auto, float] = "auto"
+    #: bootstrap resamples of patients for the 95% confidence intervals
+    bootstrap_samples: int = 1000
+    #: regex on the case id whose first group (or whole match) is the patient id; None = from the
+    #: dataset (a patient_id column, DICOM PatientID), else one patient per case
+    patient_pattern: Union[str, None] = None
+    #: a splits file to train with (nnU-Net splits_final.json format); None = made by patient
+    splits_file: Union[str, None] = None
+
+
+@dataclass
 class RadsegConfig:
     """A whole run's configuration."""
 
@@ -135,3 +169,4 @@ class RadsegConfig:
     network: NetworkConfig = field(default_factory=NetworkConfig)
     train: TrainConfig = field(default_factory=TrainConfig)
     inference: InferenceConfig = field(default_factory=InferenceConfig)
+    slices: SlicesConfig = field(default_factory=SlicesConfig)

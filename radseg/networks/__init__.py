@@ -6,6 +6,7 @@ registry (no import side effects elsewhere).
 
 # registration order is the table's order: our networks first, then MONAI's
 from radseg.networks import unet3d, vnet, cnn3d, unet2p5d, simple_cnn2d  # noqa: F401, I001
+from radseg.networks import cnn_rnn2d  # noqa: F401, I001
 from radseg.networks import monai_nets  # noqa: F401, I001
 from radseg.networks.flops import count_gflops
 from radseg.networks.receptive_field import analytic_receptive_field, empirical_receptive_field

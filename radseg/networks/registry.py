@@ -47,6 +47,9 @@ class NetworkEntry:
         min_size: the smallest input size per axis the network accepts.
         source: ``"radseg"`` for our implementations, ``"monai"`` for MONAI's.
         description: one line for the table.
+        sequence: a slice network with context along z: it takes ``(B, L, C, H, W)`` (B
+            sequences of L consecutive slices) and returns ``(B, L, out_channels)``; a 4D
+            ``(L, C, H, W)`` input is one sequence.
     """
 
     name: str
@@ -60,6 +63,7 @@ class NetworkEntry:
     min_size: int = 1
     source: str = "radseg"
     description: str = ""
+    sequence: bool = False
 
     def default_params(self) -> Any:
         """The params dataclass with every default."""

@@ -1,4 +1,4 @@
-"""The stages of a researcher's day: data, train, predict, evaluate (one sub-package each).
+"""The stages of a researcher's day: data, train, predict, evaluate, slices (one sub-package each).
 
 The public names are imported lazily (on first use), so ``radseg phantom`` and
 ``radseg check-data`` start without loading PyTorch's training machinery.
@@ -38,6 +38,12 @@ _PUBLIC = {
     "FitResult": "train.fit",
     "evaluate_checkpoint": "evaluate.checkpoint_eval",
     "run_demo": "train.demo",
+    "fit_slices": "slices.fit",
+    "predict_slices": "slices.predict",
+    "evaluate_slices": "slices.evaluate",
+    "load_slice_model": "slices.infer",
+    "locate_z_range": "slices.locate",
+    "predict_in_z_range": "slices.locate",
 }
 
 __all__ = sorted(_PUBLIC)

@@ -17,6 +17,7 @@ TINY = {
     "cnn3d": ({"widths": [4, 4], "dilations": [1, 2]}, (7, 5, 9)),
     "unet2p5d": ({"slices": 3, "widths": [4, 8, 16]}, (12, 20)),
     "simple_cnn2d": ({}, (7, 9)),
+    "cnn_rnn2d": ({"widths": [4, 8], "hidden_size": 8}, (7, 9)),
     "monai_unet": ({"channels": [4, 8, 16], "num_res_units": 1}, (12, 4, 20)),
     "monai_basic_unet": ({"features": [4, 4, 8, 8, 16, 4]}, (16, 16, 48)),
     "monai_vnet": ({"dropout": 0.0}, (16, 16, 16)),

@@ -51,7 +51,7 @@ def test_registering_a_name_twice_is_an_error():
 
 
 def test_list_networks_filters():
-    assert set(list_networks(task="classification")) == {"simple_cnn2d", "monai_densenet121", "monai_resnet"}
+    assert set(list_networks(task="classification")) == {"simple_cnn2d", "cnn_rnn2d", "monai_densenet121", "monai_resnet"}
     assert "unet2p5d" in list_networks(spatial_dims=2) and "unet3d" not in list_networks(spatial_dims=2)
 
 

@@ -24,6 +24,8 @@ class Case:
     case_id: str
     images: list[Path]  # one per channel; a DICOM series is a folder Path
     label: Path | None = None
+    #: the patient this scan belongs to, when the dataset says (a CSV patient_id column)
+    patient_id: str | None = None
 
 
 @dataclass

@@ -173,7 +173,8 @@ def discover_csv(path: Path) -> DatasetSpec:
     for row in rows:
         image = path.parent / row["image"]
         label = path.parent / row["label"] if row.get("label") else None
-        cases.append(Case(row.get("case_id") or case_name(image) or image.name, [image], label))
+        cases.append(Case(row.get("case_id") or case_name(image) or image.name, [image], label,
+                          patient_id=row.get("patient_id") or None))
     return _unlabelled_to_test(path.parent, "csv", path.stem, cases, _labels_json(path.parent))
 
 

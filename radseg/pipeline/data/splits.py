@@ -8,9 +8,10 @@ from __future__ import annotations
 
 import json
 import logging
+import re
 from collections import Counter
 from pathlib import Path
-from typing import Callable, Sequence
+from typing import Any, Callable, Sequence
 
 import numpy as np
 
@@ -148,9 +149,89 @@ def _check_matches(
 
 def _check_patients(folds: Folds, path: Path, patient_of: Callable[[str], str], fix: str) -> None:
     for index, fold in enumerate(folds):
-        train_patients = {patient_of(c) for c in fold["train"]}
-        split = sorted({patient_of(c) for c in fold["val"]} & train_patients)
-        if split:
-            raise DataError(
-                f"splits file {path}: fold {index} has patient(s) {', '.join(split)} in both train and val; {fix}"
-            )
+        check_patient_split(fold["train"], fold["val"], patient_of, f"splits file {path}: fold {index}", fix)
+
+
+def check_patient_split(train_ids: Sequence[str], val_ids: Sequence[str], patient_of: Callable[[str], str],
+                        where: str = "the split", fix: str = "split by patient") -> None:
+    """Refuse a split that puts one patient's cases (and so their slices) on both sides.
+
+    Args:
+        train_ids, val_ids: case ids of the two sides.
+        patient_of: case id -> patient id (see :func:`patient_lookup`).
+        where: what holds the split, for the message.
+        fix: what to do about it, for the message.
+
+    Raises:
+        DataError: some patients are on both sides; each is named with its cases on either side.
+    """
+    train_patients: dict[str, list[str]] = {}
+    for case_id in train_ids:
+        train_patients.setdefault(patient_of(case_id), []).append(case_id)
+    leaks = {}
+    for case_id in val_ids:
+        patient = patient_of(case_id)
+        if patient in train_patients:
+            leaks.setdefault(patient, (train_patients[patient], []))[1].append(case_id)
+    if leaks:
+        shown = "; ".join(f"{p} (train: {', '.join(t)}; val: {', '.join(v)})" for p, (t, v) in sorted(leaks.items()))
+        raise DataError(f"{where} has patient(s) {', '.join(sorted(leaks))} in both train and val, so one "
+                        f"patient's slices would be trained on and scored: {shown}; {fix}")
+
+
+def patient_lookup(cases: Sequence[Any], pattern: str | None = None) -> Callable[[str], str]:
+    """Case id -> patient id, from the first source that has one.
+
+    1. ``pattern``: a regular expression searched in the case id; its first group that matched
+       (or the whole match) is the patient (``r"^(patient\\d+)_"`` maps ``patient07_scan2`` to ``patient07``);
+    2. the case's ``patient_id`` (a ``patient_id`` column of a CSV dataset);
+    3. the DICOM PatientID (0010,0020) of a case whose image is a DICOM series folder;
+    4. otherwise the case id itself (one patient per case).
+
+    Args:
+        cases: :class:`~radseg.pipeline.data.cases.Case` objects.
+        pattern: the regular expression, or None.
+
+    Returns:
+        A function of the case id.
+
+    Raises:
+        DataError: the pattern is not a valid regular expression or does not match a case id.
+    """
+    mapping = {case.case_id: _patient_of_case(case, _compile(pattern)) for case in cases}
+    return lambda case_id: mapping.get(case_id, case_id)
+
+
+def _compile(pattern: str | None):
+    if pattern is None:
+        return None
+    try:
+        return re.compile(pattern)
+    except re.error as err:
+        raise DataError(f"slices.patient_pattern {pattern!r} is not a valid regular expression ({err}); "
+                        "fix it, e.g. '^(patient\\d+)_'") from err
+
+
+def _patient_of_case(case: Any, regex) -> str:
+    if regex is not None:
+        match = regex.search(case.case_id)
+        if match is None:
+            raise DataError(f"slices.patient_pattern {regex.pattern!r} does not match case id {case.case_id!r}; "
+                            "fix the pattern so that it finds the patient in every case id")
+        return next((group for group in match.groups() if group is not None), match.group(0))
+    if getattr(case, "patient_id", None):
+        return str(case.patient_id)
+    image = Path(case.images[0])
+    if image.is_dir():
+        return _dicom_patient_id(image) or case.case_id
+    return case.case_id
+
+
+def _dicom_patient_id(folder: Path) -> str | None:
+    import pydicom
+
+    from radseg.transforms.dicom import series_files
+
+    first = series_files(folder, None)[0]
+    value = pydicom.dcmread(first, stop_before_pixels=True, specific_tags=["PatientID"]).get("PatientID")
+    return str(value).strip() or None if value is not None else None

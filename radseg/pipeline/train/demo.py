@@ -16,7 +16,8 @@ DEMO_TEST_CASES = 4
 
 
 def run_demo(output: str | Path = "demo-runs", cases: int = 12, *, overwrite: bool = False,
-             config: str = "demo", overrides: tuple[str, ...] = (), seed: int = 0) -> str:
+             config: str = "demo", overrides: tuple[str, ...] = (), seed: int = 0,
+             slice_overrides: tuple[str, ...] = ()) -> str:
     """Run the whole demo and return its report.
 
     Args:
@@ -26,6 +27,7 @@ def run_demo(output: str | Path = "demo-runs", cases: int = 12, *, overwrite: bo
         config: the preset to train with.
         overrides: ``section.key=value`` settings on top of the preset.
         seed: phantom seed.
+        slice_overrides: settings on top of the slice classifier's demo settings (``slices-run/``).
 
     Returns:
         A multi-line report: data check, training summary, held-out Dice per case.
@@ -53,6 +55,11 @@ def run_demo(output: str | Path = "demo-runs", cases: int = 12, *, overwrite: bo
     spec = discover_dataset(data)
     evaluation = evaluate_checkpoint(output / "run" / BEST, to_datalist(spec.test), device=cfg.train.device)
     text = _report(report.summary(), str(result), evaluation, time.perf_counter() - start)
+    # the 2D slice branch on the same phantom: slice classifier and its held-out per-patient AUC
+    from radseg.pipeline.slices.demo import run_slice_demo
+
+    text += "\n" + run_slice_demo(data, output / "slices-run", overwrite=overwrite, device=cfg.train.device,
+                                  overrides=slice_overrides)
     write_text_atomic(output / "test_dice.txt", text + "\n")
     return text
 

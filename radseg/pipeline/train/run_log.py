@@ -52,11 +52,15 @@ class RunLog:
                     self._writer.add_scalar(key, value, step)
             self._writer.flush()
 
-    def draw_curves(self) -> Path | None:
-        """Redraw curves.png (loss and Dice per class against epoch); None when there is nothing yet."""
+    def draw_curves(self, metric_prefix: str = "dice_", metric_label: str = "validation Dice") -> Path | None:
+        """Redraw curves.png (loss and Dice per class against epoch); None when there is nothing yet.
+
+        Args:
+            metric_prefix, metric_label: see :func:`plot_curves`.
+        """
         if not self.rows:
             return None
-        return plot_curves(self.rows, self.folder / CURVES_FILE)
+        return plot_curves(self.rows, self.folder / CURVES_FILE, metric_prefix, metric_label)
 
     def close(self) -> None:
         """Detach the log file handler and close TensorBoard."""
@@ -81,12 +85,16 @@ class RunLog:
         write_text_atomic(self.folder / METRICS_FILE, buffer.getvalue())
 
 
-def plot_curves(rows: list[dict[str, Any]], path: str | Path) -> Path:
+def plot_curves(rows: list[dict[str, Any]], path: str | Path, metric_prefix: str = "dice_",
+                metric_label: str = "validation Dice") -> Path:
     """Draw training loss, learning rate and validation Dice per class against epoch.
 
     Args:
         rows: one dict per epoch with ``epoch``, ``loss``, ``lr`` and ``dice_<class>`` entries.
         path: the PNG to write (atomically).
+        metric_prefix: the right panel plots the columns starting with this (``val_`` for the
+            slice branch's AUC, sensitivity and specificity).
+        metric_label: the right panel's y label.
     """
     import matplotlib
 
@@ -102,13 +110,13 @@ def plot_curves(rows: list[dict[str, Any]], path: str | Path) -> Path:
     ax_lr.plot(epochs, [r.get("lr", math.nan) for r in rows], color="grey", linestyle=":", label="lr")
     ax_lr.set_ylabel("learning rate")
     ax_loss.legend(loc="upper right")
-    dice_keys = [k for k in rows[-1] if k.startswith("dice_")]
+    dice_keys = [k for k in rows[-1] if k.startswith(metric_prefix) and k != metric_prefix + "loss"]
     for key in dice_keys:
         points = [(r["epoch"], r[key]) for r in rows if _is_number(r.get(key))]
         if points:
-            ax_dice.plot(*zip(*points), marker="o", label=key[len("dice_"):])
+            ax_dice.plot(*zip(*points), marker="o", label=key[len(metric_prefix):])
     ax_dice.set_xlabel("epoch")
-    ax_dice.set_ylabel("validation Dice")
+    ax_dice.set_ylabel(metric_label)
     ax_dice.set_ylim(0, 1)
     if dice_keys:
         ax_dice.legend(loc="lower right")

@@ -13,7 +13,7 @@ import logging
 import os
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 from radseg.configs.loader import config_to_dict, load_config, validate_config
 from radseg.configs.schema import RadsegConfig
@@ -56,9 +56,13 @@ class RunData:
 
 def prepare_run_folder(
     cfg: RadsegConfig | None, run_dir: Path, fold: int | None, resume: bool, overwrite: bool,
-    info: ddp.DistInfo, data: str | Path,
+    info: ddp.DistInfo, data: str | Path, check_network: Callable[[RadsegConfig], None] | None = None,
 ) -> tuple[RadsegConfig, dict | None]:
     """Validate config, patch, data and run folder, then create the folder (rank 0).
+
+    Args:
+        check_network: refuses a config whose network the caller cannot train; None = 3D
+            segmentation networks only (``radseg train``); the slice branch passes its own.
 
     Returns:
         The config to train with, and the last.pt contents when resuming (else None).
@@ -71,7 +75,7 @@ def prepare_run_folder(
     saved = _existing_run(run_dir, resume, overwrite)
     refuse_foreign_files(run_dir)
     cfg = _resolve_config(cfg, saved, run_dir, fold)
-    _check_roi(cfg)
+    (check_network or _check_roi)(cfg)
     _check_data(cfg, data, info)
     ddp.barrier(info)  # every rank has looked at the folder before rank 0 changes it
     ddp.run_on_main(lambda: _prepare_folder(cfg, run_dir, saved, resume, overwrite), info)
