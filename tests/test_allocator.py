@@ -91,3 +91,22 @@ def test_probe_sees_the_difference():
     # the probe must be able to fail: this pytest process runs with whatever its launcher gave it
     expected = "glibc.malloc.mmap_threshold=4294967295" in os.environ.get(TUNABLES, "")
     assert heap_serves_large_blocks() is expected
+
+
+@glibc_only
+def test_console_script_runs_with_the_setting(tmp_path):
+    script = Path(sys.executable).parent / "radseg"
+    if not script.is_file():
+        pytest.skip("the radseg console script is not installed next to this interpreter")
+    done = subprocess.run([str(script), "--debug", "check-data", str(tmp_path / "missing")], env=_env(),
+                          capture_output=True, text=True, timeout=120)
+    assert "keeps large blocks in the heap" in done.stderr, done.stderr
+
+
+@glibc_only
+@pytest.mark.slow
+def test_torchrun_ranks_run_with_the_setting(tmp_path):
+    command = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node", "1",
+               "-m", "radseg", "--debug", "check-data", str(tmp_path / "missing")]
+    done = subprocess.run(command, env=_env(), capture_output=True, text=True, timeout=300)
+    assert "keeps large blocks in the heap" in done.stdout + done.stderr, done.stderr[-2000:]

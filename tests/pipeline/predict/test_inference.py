@@ -99,8 +99,10 @@ def test_missing_or_mismatched_window_is_a_config_error():
 
 
 def test_helpers():
-    assert resolve_amp("bf16", "cpu") is None
+    assert resolve_amp("bf16", "cpu") is torch.bfloat16  # opt-in on CPU
     assert resolve_amp("auto", "cpu") is None
+    assert resolve_amp("fp16", "cpu") is None
+    assert resolve_amp("none", "cpu") is None
     t = torch.zeros(1)
     assert full_resolution_output([t, torch.ones(1)]) is t
     assert full_resolution_output(t) is t
