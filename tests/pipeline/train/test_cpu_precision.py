@@ -32,7 +32,7 @@ def _step(amp: torch.dtype | None, channels_last: bool = False) -> tuple[_Record
     optimizer = torch.optim.SGD(network.parameters(), lr=0.1)
     loss = _train_step(network, batch, build_loss(cfg, 3), optimizer, cfg, torch.device("cpu"), amp, None,
                        channels_last)
-    return network, loss
+    return network, loss.detach()
 
 
 def test_bf16_autocast_on_cpu_keeps_the_loss_in_float32():
