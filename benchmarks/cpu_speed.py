@@ -15,7 +15,7 @@ Each is given in s, GFLOP/s, % of the matching conv peak (fp32 contiguous, fp32 
 bf16), system time as % of wall time, and minor page faults, per step / per volume. ``--demo``
 also times the whole ``radseg demo`` with the allocator off and on (about 16 minutes).
 
-    python benchmarks/cpu_speed.py                 # about 4 minutes on 2 CPU cores
+    python benchmarks/cpu_speed.py                 # about 8 minutes on 2 CPU cores
     python benchmarks/cpu_speed.py --demo          # + the demo twice
 """
 

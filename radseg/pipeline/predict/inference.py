@@ -22,7 +22,9 @@ from radseg.errors import ConfigError
 
 logger = logging.getLogger(__name__)
 
-#: channels_last_3d on CPU (oneDNN): on only where measured faster than contiguous tensors
+#: channels_last_3d on CPU (oneDNN). Measured on 2 AVX2 cores (benchmarks/cpu_speed.py): the demo's training
+#: step 1.18x faster, its sliding window 1.16x slower; the network's weights serve both, so it stays off
+#: until validation can switch formats.
 _CPU_CHANNELS_LAST = False
 _AMP_DTYPES = {"bf16": torch.bfloat16, "fp16": torch.float16}
 
