@@ -182,12 +182,26 @@ def _add_config_args(p: argparse.ArgumentParser, default: str | None = "demo", d
     p.add_argument("--set", action="append", default=[], metavar="SECTION.KEY=VALUE", help="override a setting")
 
 
+def _launched_as_radseg() -> bool:
+    """Whether this process is ``radseg ...``, ``python -m radseg ...`` or a ``torchrun -m radseg`` rank."""
+    launcher = Path(sys.argv[0]) if sys.argv and sys.argv[0] else Path()
+    return launcher.stem == "radseg" or (launcher.name == "__main__.py" and launcher.parent.name == "radseg")
+
+
 def main(argv: list[str] | None = None) -> int:
     """Entry point of the ``radseg`` console script."""
+    if argv is None and _launched_as_radseg():
+        from radseg.allocator import ensure_allocator
+
+        ensure_allocator()  # may restart the process once, before anything heavy is imported
     args = build_parser().parse_args(argv)
     logging.basicConfig(
         level=logging.DEBUG if args.debug else logging.INFO, format="%(levelname)s %(name)s: %(message)s"
     )
+    if args.debug:
+        from radseg.allocator import describe_allocator
+
+        logging.getLogger("radseg.allocator").debug(describe_allocator())
     # MONAI announces at import that an optional GPU DICOM decoder is absent; radseg never uses it
     logging.getLogger("monai.data.nvimgcodec_pydicom_plugin").setLevel(logging.ERROR)
     try:

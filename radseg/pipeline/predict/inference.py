@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import contextlib
 import itertools
+import logging
 from typing import Any, Sequence
 
 import torch
@@ -19,14 +20,23 @@ from monai.inferers import sliding_window_inference
 from radseg.configs.schema import InferenceConfig
 from radseg.errors import ConfigError
 
+logger = logging.getLogger(__name__)
+
+#: channels_last_3d on CPU (oneDNN). Measured on 2 AVX2 cores (benchmarks/cpu_speed.py): the demo's training
+#: step 1.18x faster, its sliding window 1.16x slower; the network's weights serve both, so it stays off
+#: until validation can switch formats.
+_CPU_CHANNELS_LAST = False
 _AMP_DTYPES = {"bf16": torch.bfloat16, "fp16": torch.float16}
 
 
 def resolve_amp(amp: str, device: torch.device | str) -> torch.dtype | None:
     """The autocast dtype for an ``amp`` setting on a device, or None for full precision.
 
-    Mixed precision is used on CUDA only: ``"auto"`` picks bf16 where the GPU supports it,
-    else fp16; on CPU every setting means float32.
+    On CUDA, ``"auto"`` picks bf16 where the GPU supports it, else fp16. On CPU, ``"auto"``
+    means float32: bf16 autocast is only worth it with native bf16 arithmetic (AVX512-BF16 or
+    AMX, see :func:`cpu_has_native_bf16`) and has not been measured faster there yet; an explicit
+    ``"bf16"`` turns it on (with a warning where the CPU would emulate it, about 15x slower), and
+    ``"fp16"`` means float32. The loss and the Dice are computed in float32 either way.
 
     Args:
         amp: ``"auto"``, ``"none"``, ``"bf16"`` or ``"fp16"`` (``train.amp``).
@@ -34,15 +44,43 @@ def resolve_amp(amp: str, device: torch.device | str) -> torch.dtype | None:
 
     Returns:
         ``torch.bfloat16``, ``torch.float16`` or None.
+
+    Raises:
+        ConfigError: an unknown setting.
     """
+    if amp not in ("auto", "none", *_AMP_DTYPES):
+        raise ConfigError(f"amp must be one of auto, none, bf16, fp16, not {amp!r}")
     device = torch.device(device)
-    if device.type != "cuda" or amp == "none":
+    if amp == "none" or device.type not in ("cuda", "cpu"):
         return None
+    if device.type == "cpu":
+        if amp == "bf16" and not cpu_has_native_bf16():
+            logger.warning("amp=bf16 on a CPU without native bf16 (AVX512-BF16 or AMX): PyTorch emulates it, "
+                           "about 15x slower than float32; use amp=auto for float32")
+        return torch.bfloat16 if amp == "bf16" else None
     if amp == "auto":
         return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
-    if amp not in _AMP_DTYPES:
-        raise ConfigError(f"amp must be one of auto, none, bf16, fp16, not {amp!r}")
     return _AMP_DTYPES[amp]
+
+
+def cpu_has_native_bf16() -> bool:
+    """Whether this CPU does bf16 arithmetic natively (AVX512-BF16 or AMX tiles, as PyTorch detects them)."""
+    cpu = getattr(torch, "cpu", None)
+    checks = [getattr(cpu, name, None) for name in ("_is_avx512_bf16_supported", "_is_amx_tile_supported")]
+    return any(check() for check in checks if check is not None)
+
+
+def use_channels_last(setting: bool, device: torch.device | str, spatial_dims: int) -> bool:
+    """Whether a 3D network runs on ``channels_last_3d`` tensors (``train.channels_last``).
+
+    On CUDA the setting is followed. On CPU channels-last 3D was measured (benchmarks/cpu_speed.py)
+    against contiguous tensors for the training step and the sliding window and is kept off: see
+    ``_CPU_CHANNELS_LAST``.
+    """
+    if not setting or spatial_dims != 3:
+        return False
+    device = torch.device(device)
+    return device.type == "cuda" or (device.type == "cpu" and _CPU_CHANNELS_LAST and torch.backends.mkldnn.is_available())
 
 
 def autocast(device: torch.device | str, dtype: torch.dtype | None) -> contextlib.AbstractContextManager:
@@ -82,6 +120,7 @@ def sliding_window_predict(
     softmax: bool = False,
     output_device: torch.device | str | None = None,
     progress: bool = False,
+    channels_last: bool = False,
 ) -> torch.Tensor:
     """Predict a whole volume window by window.
 
@@ -97,6 +136,7 @@ def sliding_window_predict(
         output_device: where the blended volume is kept (default: the image's device), so a
             large scan can stay in CPU memory while windows run on the GPU.
         progress: show a tqdm bar over the windows.
+        channels_last: feed 3D windows as ``channels_last_3d`` tensors (see :func:`use_channels_last`).
 
     Returns:
         ``(B, out_channels, X, Y, Z)`` float32 logits (or probabilities), the image's spatial shape.
@@ -111,6 +151,8 @@ def sliding_window_predict(
     spatial_dims = image.ndim - 2
 
     def _predictor(patch: torch.Tensor) -> torch.Tensor:
+        if channels_last and patch.ndim == 5:
+            patch = patch.contiguous(memory_format=torch.channels_last_3d)
         with autocast(device, amp):
             return full_resolution_output(network(patch)).float()
 

@@ -29,7 +29,7 @@ from radseg.configs.schema import RadsegConfig
 from radseg.errors import DataError
 from radseg.pipeline.core import distributed as ddp
 from radseg.pipeline.core.checkpoint import BEST, LAST, capture_rng_state, restore_rng_state, save_checkpoint
-from radseg.pipeline.predict.inference import resolve_amp
+from radseg.pipeline.predict.inference import resolve_amp, use_channels_last
 from radseg.pipeline.train.losses import build_loss
 from radseg.pipeline.train.run_log import RunLog
 from radseg.pipeline.train.run_setup import RunData, prepare_data, prepare_run_folder
@@ -160,7 +160,7 @@ def _build_network(cfg: RadsegConfig, run_data: RunData, device: torch.device) -
 
     network = build_network(cfg.network, in_channels=run_data.in_channels, out_channels=run_data.num_classes)
     network = network.to(device)
-    if cfg.train.channels_last and device.type == "cuda" and len(cfg.train.roi_size) == 3:
+    if use_channels_last(cfg.train.channels_last, device, len(cfg.train.roi_size)):
         network = network.to(memory_format=torch.channels_last_3d)
     return network
 
@@ -184,7 +184,7 @@ def _run_epoch(cfg, run_data, model, network, loss_fn, optimizer, scaler, amp, s
     metrics = train_one_epoch(
         model, cycle_batches(loader, cfg.train.iterations_per_epoch), loss_fn, optimizer, cfg.train,
         start_iteration=state.iteration, device=info.device, amp=amp, scaler=scaler,
-        channels_last=cfg.train.channels_last and info.device.type == "cuda", progress=show,
+        channels_last=use_channels_last(cfg.train.channels_last, info.device, len(cfg.train.roi_size)), progress=show,
         desc=f"epoch {epoch + 1}/{cfg.train.max_epochs}",
     )
     del loader  # ends persistent workers before the next epoch's loader starts its own

@@ -64,7 +64,7 @@ def train_one_epoch(
         device: where the model is.
         amp: autocast dtype or None.
         scaler: a ``GradScaler`` for fp16, else None.
-        channels_last: feed ``channels_last_3d`` tensors (CUDA).
+        channels_last: feed ``channels_last_3d`` tensors (see :func:`radseg.pipeline.predict.inference.use_channels_last`).
         progress: show a tqdm bar.
         desc: the bar's label.
 
@@ -111,7 +111,7 @@ def _train_step(network, batch, loss_fn, optimizer, cfg, device, amp, scaler, ch
     optimizer.zero_grad(set_to_none=True)
     with autocast(device, amp):
         output = network(image)
-    loss = loss_fn(output, label)
+    loss = loss_fn(_float32(output), label)
     if scaler is not None and scaler.is_enabled():
         scaler.scale(loss).backward()
         scaler.unscale_(optimizer)
@@ -123,6 +123,13 @@ def _train_step(network, batch, loss_fn, optimizer, cfg, device, amp, scaler, ch
         _clip(network, cfg.grad_clip)
         optimizer.step()
     return loss
+
+
+def _float32(output: torch.Tensor | list | tuple) -> torch.Tensor | list | tuple:
+    """The network's output (or every head) in float32: under autocast the loss stays full precision."""
+    if isinstance(output, (list, tuple)):
+        return type(output)(_float32(head) for head in output)
+    return output.float()
 
 
 def _clip(network: torch.nn.Module, grad_clip: float | None) -> None:

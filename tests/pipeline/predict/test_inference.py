@@ -12,6 +12,7 @@ from radseg.pipeline.predict.inference import (
     full_resolution_output,
     resolve_amp,
     sliding_window_predict,
+    use_channels_last,
 )
 
 
@@ -99,8 +100,31 @@ def test_missing_or_mismatched_window_is_a_config_error():
 
 
 def test_helpers():
-    assert resolve_amp("bf16", "cpu") is None
+    assert resolve_amp("bf16", "cpu") is torch.bfloat16  # opt-in on CPU
     assert resolve_amp("auto", "cpu") is None
+    assert resolve_amp("fp16", "cpu") is None
+    assert resolve_amp("none", "cpu") is None
     t = torch.zeros(1)
     assert full_resolution_output([t, torch.ones(1)]) is t
     assert full_resolution_output(t) is t
+
+
+def test_channels_last_follows_the_setting_on_cuda_and_the_measurement_on_cpu():
+    from radseg.pipeline.predict import inference
+
+    assert use_channels_last(True, "cuda", 3) is True
+    assert use_channels_last(False, "cuda", 3) is False
+    assert use_channels_last(True, "cuda", 2) is False
+    expected = inference._CPU_CHANNELS_LAST and torch.backends.mkldnn.is_available()
+    assert use_channels_last(True, "cpu", 3) is expected
+    assert use_channels_last(False, "cpu", 3) is False
+
+
+def test_channels_last_windows_give_the_same_prediction():
+    torch.manual_seed(0)
+    network = torch.nn.Conv3d(1, 2, 3, padding=1).eval()
+    image = torch.randn(1, 1, 20, 18, 9)
+    cfg = InferenceConfig(roi_size=[8, 8, 8], overlap=0.25)
+    plain = sliding_window_predict(network, image, cfg)
+    last = sliding_window_predict(network.to(memory_format=torch.channels_last_3d), image, cfg, channels_last=True)
+    torch.testing.assert_close(last, plain)
