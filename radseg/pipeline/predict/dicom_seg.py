@@ -56,8 +56,8 @@ def write_dicom_seg(label: sitk.Image, series_dir: str | Path, label_names: dict
         ``path``.
 
     Raises:
-        DataError: the series has no pixel data, the label is not on its grid, or the label holds
-            values without a name.
+        DataError: the folder holds no image series (e.g. DICOM without pixel data), the label is
+            not on the series' grid, or the label holds values without a name.
     """
     series_dir, path = Path(series_dir), Path(path)
     files = _dicom.series_files(series_dir, series_uid)
@@ -92,13 +92,12 @@ def _segmentation(sources: list[pydicom.Dataset], frames: np.ndarray, values: li
 
 
 def _read_sources(series_dir: Path, files: list[str]) -> list[pydicom.Dataset]:
-    """The source slices' headers; pixel data stays on disk (deferred) but must be there."""
+    """The source slices' headers; pixel data stays on disk (deferred, never decoded).
+
+    Files without pixel data never get here: the series listing (GDCM) leaves them out, and a
+    folder of only such files is refused by :func:`radseg.transforms.dicom.series_files`.
+    """
     sources = [pydicom.dcmread(f, defer_size=1024) for f in files]
-    missing = [Path(f).name for f, ds in zip(files, sources) if "PixelData" not in ds]
-    if missing:
-        raise DataError(f"DICOM series in {series_dir} has no pixel data in {len(missing)} of "
-                        f"{len(files)} files (e.g. {missing[0]}); expected image slices; fix: point "
-                        "to the folder of the image series the label was predicted on")
     _fill_missing_uids(sources, files, series_dir)
     return sources
 
@@ -179,8 +178,9 @@ def _slice_indices(label: sitk.Image, sources: list[pydicom.Dataset], series_dir
         if np.any(np.abs(index - nearest) > _INDEX_TOLERANCE) or nearest[0] != 0 or nearest[1] != 0:
             raise DataError(
                 f"slice {ds.SOPInstanceUID} in {series_dir} at {point} falls at index "
-                f"{_fmt(index)} of the label's grid, not on a slice of it; expected an evenly spaced, "
-                "untilted series; fix: predict on that series as it is read by radseg")
+                f"{_fmt(index)} of the label's grid, not on a slice of it (unevenly spaced or tilted "
+                "series?); expected one label slice per source slice; fix: keep the NIfTI mask for "
+                "this series, a DICOM-SEG cannot reference it slice by slice")
         indices.append(int(nearest[2]))
     if sorted(indices) != list(range(label.GetSize()[2])):
         raise DataError(f"the slices of {series_dir} do not cover the label's {label.GetSize()[2]} "
