@@ -155,7 +155,13 @@ def _fmt(values) -> str:
 
 def _segment_numbers(array: np.ndarray, values: list[int], label_names: dict[int, str]) -> np.ndarray:
     """(z, y, x) label values -> segment numbers 1..N (uint8/uint16), 0 stays background."""
-    present = np.unique(array)
+    if array.dtype.kind not in "ui":
+        raise DataError(f"label must hold integer class values, not {array.dtype}; fix: pass the "
+                        "uint8 label map (argmax), not probabilities")
+    if array.dtype.kind == "u" and array.dtype.itemsize <= 2:  # O(n), unlike np.unique's sort
+        present = np.flatnonzero(np.bincount(array.ravel()))
+    else:
+        present = np.unique(array)
     unnamed = sorted(int(v) for v in present if v != 0 and int(v) not in label_names)
     if unnamed or present.min() < 0:
         raise DataError(f"label values {unnamed or sorted(present.tolist())} have no name in "

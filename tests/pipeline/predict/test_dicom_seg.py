@@ -121,6 +121,8 @@ def test_label_off_the_series_grid_is_refused_and_nothing_is_written(tmp_path):
         write_dicom_seg(label[:, :, :2], folder / "ct-3slice", {1: "liver"}, path)
     with pytest.raises(DataError, match=r"label values \[1\] have no name"):
         write_dicom_seg(label, folder / "ct-3slice", {2: "spleen"}, path)
+    with pytest.raises(DataError, match=r"integer class values, not float32"):
+        write_dicom_seg(sitk.Cast(label, sitk.sitkFloat32), folder / "ct-3slice", {1: "liver"}, path)
     assert path.read_bytes() == b"earlier"
     assert sorted(p.name for p in tmp_path.iterdir()) == ["seg.dcm"]
 
