@@ -176,6 +176,24 @@ def test_totalseg_j2k_series_frames_match_the_nifti_in_physical_space(tmp_path):
     assert len(liver_frames) == int(np.any(nifti_array == 5, axis=(1, 2)).sum())
 
 
+def test_flipped_mr_series_frames_match_the_label_in_physical_space(tmp_path):
+    series = real_data("torchio_mr_dicom", "dicom")  # unusual in-plane flip
+    grid = read_image(series)
+    array = np.zeros(sitk.GetArrayViewFromImage(grid).shape, dtype=np.uint8)  # (z, y, x)
+    array[3:9, 10:40, 5:20] = 1  # off-centre blocks: a flip or transpose would move them
+    array[10:12, 60:70, 50:80] = 2
+    label = sitk.GetImageFromArray(array)
+    label.CopyInformation(grid)
+    seg = pydicom.dcmread(write_dicom_seg(label, series, {1: "a", 2: "b"}, tmp_path / "seg.dcm"))
+    sources = _sources(series)
+    rows, columns = np.mgrid[0:seg.Rows, 0:seg.Columns]
+    frames = _frames(seg)
+    assert len(frames) == 6 + 2
+    for uid, number, _, mask in frames:
+        expected = array[_nifti_slice(label, sources[uid], rows, columns)] == number
+        np.testing.assert_array_equal(mask, expected)
+
+
 def _nifti_slice(nifti: sitk.Image, header: pydicom.Dataset, rows, columns) -> tuple:
     """Index arrays into the NIfTI (z, y, x) array for each pixel of a DICOM slice, by world position."""
     orientation = np.asarray(header.ImageOrientationPatient, dtype=float)
