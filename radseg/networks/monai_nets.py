@@ -188,13 +188,21 @@ class UNETRParams:
     source="monai", description="MONAI UNETR (ViT encoder, 16^3 patches; input = img_size)",
 )
 def build_unetr(p: UNETRParams, in_channels: int, out_channels: int) -> nn.Module:
-    """MONAI's UNETR."""
+    """MONAI's UNETR.
+
+    MONAI's transformer blocks build a cross-attention LayerNorm even without cross-attention; it
+    never gets a gradient (and DDP refuses parameters that get none), so it is frozen.
+    """
     _require_einops("monai_unetr")
-    return nets.UNETR(
+    network = nets.UNETR(
         in_channels=in_channels, out_channels=out_channels, img_size=p.img_size, feature_size=p.feature_size,
         hidden_size=p.hidden_size, mlp_dim=p.mlp_dim, num_heads=p.num_heads, norm_name=p.norm,
         res_block=p.res_block, dropout_rate=p.dropout_rate, spatial_dims=3,
     )
+    for block in network.vit.blocks:
+        if not getattr(block, "with_cross_attention", False) and hasattr(block, "norm_cross_attn"):
+            block.norm_cross_attn.requires_grad_(False)
+    return network
 
 
 @dataclass

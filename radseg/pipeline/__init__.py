@@ -23,6 +23,7 @@ _PUBLIC = {
     "build_loader": "data.cache",
     "build_cache_for_dataset": "data.cache",
     "shard_for_rank": "data.cache",
+    "weighted_shard": "data.shards",
     "sliding_window_predict": "predict.inference",
     "SlidingWindowPredictor": "predict.inference",
     "build_loss": "train.losses",

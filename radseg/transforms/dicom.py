@@ -2,6 +2,8 @@
 
 Used by :func:`radseg.transforms.io.read_header` to describe a series cheaply and to flag the
 geometries that break a plain 3D read: missing slices (uneven positions) and tilted gantries.
+Such a series is refused (by check-data and by the reader) rather than read onto a regular grid
+with its slices shifted.
 """
 
 from __future__ import annotations
@@ -20,6 +22,8 @@ from radseg.errors import DataError
 _GEOMETRY_TAGS = ["ImagePositionPatient", "ImageOrientationPatient", "PixelSpacing"]
 #: relative tolerance on slice gaps before a series counts as unevenly spaced
 _GAP_TOLERANCE = 0.01
+#: fraction of a gap any slice may lie off its place on the regular grid
+_DRIFT_TOLERANCE = 0.05
 #: sine of the angle between the stacking direction and the slice normal that counts as tilt
 _TILT_TOLERANCE = 1e-3
 
@@ -112,7 +116,10 @@ def slice_geometry(files: Sequence[str]) -> SliceGeometry:
         files: the slices of one series (any order).
 
     Returns:
-        The geometry; z spacing is the median gap between slice positions along the normal.
+        The geometry SimpleITK places the voxels with (so header and image agree): origin at the
+        first slice, z along the slice normal, z spacing the distance from the first slice to
+        the last over the number of gaps. ``slices_even`` and ``gantry_tilt`` say when that
+        regular grid is not where the slices really are.
 
     Raises:
         KeyError, ValueError, OSError: a slice lacks geometry tags or cannot be read.
@@ -125,7 +132,8 @@ def slice_geometry(files: Sequence[str]) -> SliceGeometry:
     order = np.argsort(positions @ normal)
     positions = positions[order]
     gaps = np.diff(positions @ normal)
-    z_spacing = float(np.median(gaps)) if len(gaps) else 1.0
+    # ITK's ImageSeriesReader: |last - first| / (n - 1), whatever the gaps in between
+    z_spacing = float(np.linalg.norm(positions[-1] - positions[0]) / len(gaps)) if len(gaps) else 1.0
     pixel_spacing = [float(v) for v in headers[0].PixelSpacing]  # (row gap, column gap) = (y, x)
     return SliceGeometry(
         spacing=(pixel_spacing[1], pixel_spacing[0], z_spacing),
@@ -137,10 +145,37 @@ def slice_geometry(files: Sequence[str]) -> SliceGeometry:
 
 
 def _even(gaps: np.ndarray) -> bool:
+    """Every gap within 1% of the median, and no slice off its regular place by 5% of a gap."""
     if len(gaps) < 2:
         return True
     median = np.median(gaps)
-    return bool(median > 0 and np.all(np.abs(gaps - median) <= _GAP_TOLERANCE * median))
+    step = gaps.sum() / len(gaps)
+    drift = np.abs(np.cumsum(gaps) - step * np.arange(1, len(gaps) + 1)).max()
+    return bool(median > 0 and np.all(np.abs(gaps - median) <= _GAP_TOLERANCE * median)
+                and drift <= _DRIFT_TOLERANCE * step)
+
+
+def irregular_reason(geometry: object) -> str:
+    """Why a series' slices are not on a regular grid ("" when they are), for errors.
+
+    Args:
+        geometry: a :class:`SliceGeometry` or an ``ImageHeader`` (both carry ``slices_even`` and
+            ``gantry_tilt``; a file's header has neither and is regular).
+    """
+    reasons = []
+    if getattr(geometry, "gantry_tilt", False):
+        reasons.append("gantry tilt: the slices are not stacked along their normal, so a 3D grid "
+                       "would shift each slice sideways")
+    if not getattr(geometry, "slices_even", True):
+        reasons.append("uneven slice positions (missing slices, or a series of several spacings), "
+                       "so a regular grid would put slices at the wrong height")
+    return "; ".join(reasons)
+
+
+#: how to get a regular series, as dcm2niix does it
+IRREGULAR_FIX = ("convert the series with dcm2niix, which writes a copy resampled onto a regular grid "
+                 "(*_Tilt_1.nii for a tilted gantry, *_Eq_1.nii for uneven slices), and use that file; "
+                 "or restore the missing slices")
 
 
 def _tilted(positions: np.ndarray, normal: np.ndarray) -> bool:
@@ -151,3 +186,21 @@ def _tilted(positions: np.ndarray, normal: np.ndarray) -> bool:
     if length == 0:
         return False
     return bool(np.linalg.norm(np.cross(stack / length, normal)) > _TILT_TOLERANCE)
+
+
+def read_geometry(folder: Path, files: list[str]) -> SliceGeometry:
+    """:func:`slice_geometry`, with unreadable slice headers as a DataError naming the folder."""
+    try:
+        return slice_geometry(files)
+    except (OSError, ValueError, KeyError, AttributeError) as err:
+        raise DataError(f"cannot read the DICOM slice positions in {folder}: {err}; expected "
+                        "ImagePositionPatient/ImageOrientationPatient/PixelSpacing on every slice; "
+                        "fix: re-export the series") from err
+
+
+def refuse_irregular(folder: Path, geometry: SliceGeometry) -> None:
+    """Raise a DataError with the reason and the fix when the slices are not a regular grid."""
+    reason = irregular_reason(geometry)
+    if reason:
+        raise DataError(f"DICOM series {folder} is not a regular grid: {reason}; expected slices evenly "
+                        f"stacked along their normal; fix: {IRREGULAR_FIX}")

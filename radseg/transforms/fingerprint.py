@@ -14,14 +14,14 @@ from pathlib import Path
 from typing import Any, Union
 
 import numpy as np
-import SimpleITK as sitk
 from tqdm import tqdm
 
 from radseg import keys
 from radseg.atomic import write_text_atomic
 from radseg.configs.schema import PreprocessConfig
 from radseg.errors import ConfigError, DataError
-from radseg.transforms.io import read_header, read_image
+from radseg.transforms.intensity_samples import foreground_samples
+from radseg.transforms.io import read_header
 
 logger = logging.getLogger(__name__)
 
@@ -36,7 +36,9 @@ FINGERPRINT_VERSION = 1
 class Fingerprint:
     """What the training cases look like. Spacings and shapes are in RAS axis order (x, y, z).
 
-    Intensity fields are None for MRI (z-scored per volume) and for CT without labels.
+    The top-level intensity fields (pooled over channels: CT channels share the Hounsfield scale)
+    are None for MRI (z-scored per volume and per channel) and for CT without labels;
+    ``channel_stats`` describes each channel's foreground whatever the modality.
     """
 
     modality: str
@@ -53,6 +55,11 @@ class Fingerprint:
     std: Union[float, None] = None
     num_foreground_samples: int = 0
     version: int = FINGERPRINT_VERSION
+    #: image channels (MSD's multi-modal cases: MR sequences on a 4th axis, or one file each)
+    num_channels: int = 1
+    #: foreground intensity statistics of each channel (any modality, labelled cases only):
+    #: ``{"mean", "std", "percentile_00_5", "percentile_99_5"}`` per channel
+    channel_stats: Union[list[dict[str, float]], None] = None
 
     def to_dict(self) -> dict[str, Any]:
         """Plain JSON-ready dict."""
@@ -120,16 +127,18 @@ def compute_fingerprint(datalist: Sequence[dict], modality: str, *, seed: int = 
                         "fix: check the dataset path and its training list")
     modality = _canonical_modality(modality)
     rng = np.random.default_rng(seed)
-    spacings, shapes, case_ids, samples = [], [], [], []
+    spacings, shapes, case_ids, samples, num_channels = [], [], [], [], 1
     for index, case in enumerate(tqdm(datalist, desc="fingerprint", unit="case", disable=not progress)):
-        image_path = _first_channel(case[keys.IMAGE])
-        spacing, shape = _ras_spacing_and_shape(image_path)
+        image_paths = _channel_paths(case[keys.IMAGE])
+        spacing, shape, num_channels = _ras_spacing_and_shape(image_paths)
         spacings.append(spacing)
         shapes.append(shape)
         case_ids.append(str(case.get(keys.CASE_ID, index)))
-        if modality == "CT" and case.get(keys.LABEL):
-            samples.append(_foreground_samples(image_path, case[keys.LABEL], rng, samples_per_case))
-    return _assemble(modality, case_ids, spacings, shapes, samples)
+        if case.get(keys.LABEL):
+            samples.append(foreground_samples(image_paths, case[keys.LABEL], rng, samples_per_case))
+    fingerprint = _assemble(modality, case_ids, spacings, shapes, samples)
+    fingerprint.num_channels = num_channels
+    return fingerprint
 
 
 def save_fingerprint(fingerprint: Fingerprint, path: Union[str, Path]) -> Path:
@@ -248,44 +257,38 @@ def _canonical_modality(modality: str, error: type = DataError) -> str:
                 "or the modality in dataset.json")
 
 
-def _first_channel(image: Union[str, Sequence[str]]) -> str:
-    return image if isinstance(image, (str, Path)) else image[0]
+def _channel_paths(image: Union[str, Sequence[str]]) -> list[str]:
+    return [str(image)] if isinstance(image, (str, Path)) else [str(p) for p in image]
 
 
-def _ras_spacing_and_shape(path: Union[str, Path]) -> tuple[list[float], list[int]]:
-    """Spacing and shape along the RAS axes (the axes after Orientationd("RAS"))."""
-    header = read_header(path)
+def _ras_spacing_and_shape(paths: Sequence[str]) -> tuple[list[float], list[int], int]:
+    """Spacing and shape along the RAS axes (the axes after Orientationd("RAS")), and channels."""
+    headers = [read_header(path) for path in paths]
+    header = headers[0]
     axes = header.ras_axes()
-    return [float(header.spacing[i]) for i in axes], [int(header.shape[i]) for i in axes]
-
-
-def _foreground_samples(image_path, label_path, rng: np.random.Generator, count: int) -> np.ndarray:
-    image, label = read_image(image_path), read_image(label_path)
-    if image.GetSize()[:3] != label.GetSize()[:3]:
-        raise DataError(f"label {label_path} has shape {label.GetSize()} but image {image_path} has "
-                        f"{image.GetSize()}; expected one grid; fix: resample the label to the image")
-    values = sitk.GetArrayViewFromImage(image)[sitk.GetArrayViewFromImage(label) > 0]
-    if values.size > count:
-        values = rng.choice(values, size=count, replace=False)
-    return np.asarray(values, dtype=np.float64)
+    channels = sum(max(1, h.num_components) for h in headers)
+    return [float(header.spacing[i]) for i in axes], [int(header.shape[i]) for i in axes], channels
 
 
 def _assemble(modality, case_ids, spacings, shapes, samples) -> Fingerprint:
     spacing_array, shape_array = np.asarray(spacings), np.asarray(shapes)
     stats: dict[str, Any] = {}
-    foreground = np.concatenate(samples) if samples else np.empty(0)
-    if foreground.size:
-        stats = {
-            "percentile_00_5": float(np.percentile(foreground, 0.5)),
-            "percentile_99_5": float(np.percentile(foreground, 99.5)),
-            "mean": float(foreground.mean()),
-            "std": float(foreground.std()),
-            "num_foreground_samples": int(foreground.size),
-        }
+    per_channel = [np.concatenate(channel) for channel in zip(*samples)] if samples else []
+    foreground = np.concatenate(per_channel) if per_channel else np.empty(0)
+    if foreground.size and modality == "CT":
+        stats = {**_intensity_stats(foreground), "num_foreground_samples": int(foreground.size)}
     elif modality == "CT":
         logger.warning("no foreground voxels found in the CT labels: no intensity statistics")
+    if per_channel and all(channel.size for channel in per_channel):
+        stats["channel_stats"] = [_intensity_stats(channel) for channel in per_channel]
     return Fingerprint(
         modality=modality, case_ids=case_ids, spacings=spacing_array.tolist(),
         shapes=shape_array.tolist(), median_spacing=np.median(spacing_array, axis=0).tolist(),
         median_shape=np.median(shape_array, axis=0).tolist(),
         target_spacing=anisotropic_target_spacing(spacing_array, shape_array).tolist(), **stats)
+
+
+def _intensity_stats(values: np.ndarray) -> dict[str, float]:
+    return {"percentile_00_5": float(np.percentile(values, 0.5)),
+            "percentile_99_5": float(np.percentile(values, 99.5)),
+            "mean": float(values.mean()), "std": float(values.std())}

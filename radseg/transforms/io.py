@@ -42,12 +42,13 @@ class ImageHeader:
 
     Attributes:
         path: the file or DICOM folder.
-        shape: voxels along each index axis, (x, y, z) (SimpleITK order, not numpy's).
-        spacing: mm per voxel along each index axis.
+        shape: voxels along each spatial index axis, (x, y, z) (SimpleITK order, not numpy's).
+        spacing: mm per voxel along each spatial index axis.
         origin: world (LPS) position of voxel (0, 0, 0), mm.
-        direction: direction cosines, row-major, one row per world axis (LPS).
+        direction: direction cosines, row-major, one row per world axis (LPS), 3x3.
         dtype: SimpleITK pixel type, e.g. "16-bit signed integer".
-        num_components: components per voxel (1 for a scalar image).
+        num_components: image channels: components per voxel, times the length of a 4th axis
+            (a 4D NIfTI such as the Decathlon's multi-modal cases keeps its channels there).
         num_series: DICOM series in the folder (0 for a file).
         slices_even: False when DICOM slice positions are unevenly spaced (missing slices).
         gantry_tilt: True when DICOM slices are not stacked along their normal (tilted gantry).
@@ -69,7 +70,7 @@ class ImageHeader:
 
         Oblique at 45 degrees (two index axes closest to one world axis): the index order.
         """
-        direction = np.abs(np.asarray(self.direction, dtype=float).reshape(3, 3))
+        direction = np.abs(np.asarray(self.direction, dtype=float))
         axes = np.argmax(direction, axis=1).tolist()  # LPS rows: the same axes as RAS
         return axes if len(set(axes)) == 3 else [0, 1, 2]
 
@@ -86,7 +87,8 @@ def read_image(path: PathLike, series_uid: str | None = None) -> sitk.Image:
 
     Raises:
         DataError: the path is missing, holds no DICOM, holds several series and none was chosen,
-            or cannot be read (truncated or corrupt file).
+            its slices are not on a regular grid (tilted gantry, uneven positions), or it cannot
+            be read (truncated or corrupt file).
     """
     path = Path(path)
     if not path.exists():
@@ -94,6 +96,7 @@ def read_image(path: PathLike, series_uid: str | None = None) -> sitk.Image:
                         "folder; fix the path in the datalist or dataset.json")
     if path.is_dir():
         files = _dicom.series_files(path, series_uid)
+        _dicom.refuse_irregular(path, _dicom.read_geometry(path, files))
         return _read(path, lambda: _read_series(files))
     check_nifti_complete(path)  # SimpleITK zero-fills truncated NIfTI without an error
     return _read(path, lambda: sitk.ReadImage(str(path)))
@@ -208,7 +211,7 @@ def _array_and_meta(image: sitk.Image) -> tuple[np.ndarray, dict]:
     dims = min(image.GetDimension(), 3)
     affine = sitk_affine_ras(image)
     meta = {
-        "spacing": np.asarray(image.GetSpacing()),
+        "spacing": np.asarray(image.GetSpacing()[:dims]),
         MetaKeys.ORIGINAL_AFFINE: affine,
         MetaKeys.AFFINE: affine.copy(),
         MetaKeys.SPACE: SpaceKeys.RAS,
@@ -253,16 +256,20 @@ def _read_series(files: list[str]) -> sitk.Image:
 
 
 def _header_from(path: str, reader: sitk.ImageFileReader) -> ImageHeader:
+    """The header of a file; a 4D image (MSD's multi-modal cases) is 3D with its 4th axis as channels."""
     dims = reader.GetDimension()
-    direction = np.asarray(reader.GetDirection()).reshape(dims, dims)
+    spatial = min(dims, 3)
+    direction = np.asarray(reader.GetDirection()).reshape(dims, dims)[:spatial, :spatial]
+    size = reader.GetSize()
+    channels = int(reader.GetNumberOfComponents()) * (int(np.prod(size[3:])) if dims > 3 else 1)
     return ImageHeader(
         path=path,
-        shape=tuple(int(s) for s in reader.GetSize()),
-        spacing=tuple(float(s) for s in reader.GetSpacing()),
-        origin=tuple(float(o) for o in reader.GetOrigin()),
+        shape=tuple(int(s) for s in size[:spatial]),
+        spacing=tuple(float(s) for s in reader.GetSpacing()[:spatial]),
+        origin=tuple(float(o) for o in reader.GetOrigin()[:spatial]),
         direction=tuple(tuple(float(v) for v in row) for row in direction),
         dtype=sitk.GetPixelIDValueAsString(reader.GetPixelID()),
-        num_components=int(reader.GetNumberOfComponents()),
+        num_components=channels,
     )
 
 
@@ -273,7 +280,7 @@ def _dicom_header(folder: Path, series_uid: str | None) -> ImageHeader:
     reader = sitk.ImageFileReader()  # pixel type after rescale, as the series read will give it
     reader.SetFileName(files[0])
     _read(Path(files[0]), reader.ReadImageInformation)
-    geometry = _read_geometry(folder, files)
+    geometry = _dicom.read_geometry(folder, files)
     return ImageHeader(
         path=str(folder),
         shape=(int(reader.GetSize()[0]), int(reader.GetSize()[1]), len(files)),
@@ -286,12 +293,3 @@ def _dicom_header(folder: Path, series_uid: str | None) -> ImageHeader:
         slices_even=geometry.slices_even,
         gantry_tilt=geometry.gantry_tilt,
     )
-
-
-def _read_geometry(folder: Path, files: list[str]) -> _dicom.SliceGeometry:
-    try:
-        return _dicom.slice_geometry(files)
-    except (OSError, ValueError, KeyError, AttributeError) as err:
-        raise DataError(f"cannot read the DICOM slice positions in {folder}: {err}; expected "
-                        "ImagePositionPatient/ImageOrientationPatient/PixelSpacing on every slice; "
-                        "fix: re-export the series") from err

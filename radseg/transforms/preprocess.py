@@ -98,7 +98,11 @@ def build_preprocess_transforms(resolved: ResolvedPreprocess, *, with_label: boo
 
 def build_augment_transforms(augment_cfg: AugmentConfig, roi_size: Sequence[int],
                              num_classes: int) -> Compose:
-    """The random training tail: pad, sample patches, flip/rotate/deform, jitter intensities.
+    """The random training tail: sample patches, pad them, flip/rotate/deform, jitter intensities.
+
+    The padding comes after the patch sampler (which takes a smaller patch where the volume is
+    smaller than the patch): a cache holds the preprocessed volume itself, the same entry for
+    training, validation and ``radseg cache``, never a padded copy.
 
     Args:
         augment_cfg: ``cfg.augment``.
@@ -106,12 +110,13 @@ def build_augment_transforms(augment_cfg: AugmentConfig, roi_size: Sequence[int]
         num_classes: classes including background (for class-balanced sampling).
 
     Returns:
-        A Compose whose first transform is padding, then the random patch sampler; each input
-        dict gives ``num_samples`` patch dicts with a float32 image and a uint8 label.
+        A Compose whose first transform is the random patch sampler, then padding to
+        ``roi_size``; each input dict gives ``num_samples`` patch dicts with a float32 image and
+        a uint8 label.
     """
     roi_size = [int(r) for r in roi_size]
     both = [keys.IMAGE, keys.LABEL]
-    chain = [SpatialPadd(both, spatial_size=roi_size), _sampler(augment_cfg, roi_size, num_classes),
+    chain = [_sampler(augment_cfg, roi_size, num_classes), SpatialPadd(both, spatial_size=roi_size),
              CastToTyped(keys.IMAGE, dtype=torch.float32)]
     chain += [RandFlipd(both, prob=augment_cfg.flip_prob, spatial_axis=axis) for axis in range(3)]
     if augment_cfg.rotate90_prob > 0:
@@ -136,9 +141,13 @@ def build_train_transforms(cfg: RadsegConfig, resolved: ResolvedPreprocess, num_
     return Compose(list(preprocess.transforms) + list(augment.transforms))
 
 
-def build_val_transforms(resolved: ResolvedPreprocess) -> Compose:
-    """Preprocessing with label, image float32 (whole volumes for sliding-window validation)."""
-    return build_preprocess_transforms(resolved, with_label=True, image_dtype="float32")
+def build_val_transforms(resolved: ResolvedPreprocess, image_dtype: str = "float32") -> Compose:
+    """Preprocessing with label (whole volumes for sliding-window validation).
+
+    Training passes ``cache.image_dtype``: its validation cases then share the training chain's
+    cache entries (and ``radseg cache``'s); validation casts each window to float32 itself.
+    """
+    return build_preprocess_transforms(resolved, with_label=True, image_dtype=image_dtype)
 
 
 def build_inference_transforms(resolved: ResolvedPreprocess) -> Compose:

@@ -67,8 +67,27 @@ def test_output_shape_and_backward(name):
     assert tuple(out.shape) == expected
     out.square().mean().backward()
     assert x.grad is not None and torch.isfinite(x.grad).all() and x.grad.abs().sum() > 0
-    grads = [p.grad for p in model.parameters() if p.requires_grad]
-    assert sum(g is not None and bool(g.abs().sum() > 0) for g in grads) >= len(grads) // 2
+    assert params_without_gradient(model) == [], "every parameter must learn from the loss"
+
+
+def params_without_gradient(model: torch.nn.Module) -> list[str]:
+    """Trainable parameters whose gradient after a backward pass is missing or not finite."""
+    return [name for name, p in model.named_parameters()
+            if p.requires_grad and (p.grad is None or not torch.isfinite(p.grad).all())]
+
+
+def test_the_gradient_check_catches_a_dead_branch():
+    class HalfDead(torch.nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.used, self.unused = torch.nn.Conv3d(1, 2, 1), torch.nn.Conv3d(2, 2, 1)
+
+        def forward(self, x):
+            return self.used(x)
+
+    model = HalfDead()
+    model(torch.randn(1, 1, 2, 2, 2)).square().mean().backward()
+    assert params_without_gradient(model) == ["unused.weight", "unused.bias"]
 
 
 @pytest.mark.parametrize("name", list_networks())

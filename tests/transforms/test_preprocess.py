@@ -147,8 +147,8 @@ def test_train_chain_caches_preprocessing_then_samples_patches(lps_case):
     chain = build_train_transforms(cfg, resolved, num_classes=3)
     first_random = next(i for i, t in enumerate(chain.transforms) if isinstance(t, Randomizable))
     preprocess_length = len(build_preprocess_transforms(resolved).transforms)
-    assert isinstance(chain.transforms[preprocess_length], SpatialPadd)
-    assert first_random == preprocess_length + 1
+    assert first_random == preprocess_length, "the cache holds the preprocessing alone, not a padded copy"
+    assert isinstance(chain.transforms[preprocess_length + 1], SpatialPadd)
     chain.set_random_state(seed=0)
     patches = chain(lps_case)
     assert len(patches) == cfg.augment.num_samples

@@ -22,6 +22,7 @@ from typing import Any, Mapping, Sequence
 
 import numpy as np
 import torch
+from torch.utils.data import WeightedRandomSampler
 from monai.data import CacheDataset, DataLoader, Dataset, list_data_collate
 from tqdm import tqdm
 
@@ -146,7 +147,8 @@ def shard_for_rank(datalist: Sequence[Any], rank: int, world_size: int) -> list[
 
 
 def build_loader(
-    dataset: Dataset, batch_size: int, num_workers: int, shuffle: bool, seed: int
+    dataset: Dataset, batch_size: int, num_workers: int, shuffle: bool, seed: int,
+    weights: Sequence[float] | None = None,
 ) -> DataLoader:
     """A MONAI ``DataLoader`` with reproducible shuffling and per-worker random states.
 
@@ -160,13 +162,20 @@ def build_loader(
         num_workers: worker processes; 0 loads in the main process.
         shuffle: reshuffle every epoch.
         seed: seed of the shuffling and augmentation random streams.
+        weights: sampling weight of each case (a DDP shard's, see
+            :func:`radseg.pipeline.data.shards.weighted_shard`); unequal weights draw
+            ``len(dataset)`` cases per pass with replacement, in proportion to them.
     """
     generator = torch.Generator()
     generator.manual_seed(seed)
+    sampler = None
+    if weights is not None and len(set(weights)) > 1:
+        sampler = WeightedRandomSampler(list(weights), len(dataset), replacement=True, generator=generator)
     return DataLoader(
         dataset,
         batch_size=batch_size,
-        shuffle=shuffle,
+        shuffle=shuffle and sampler is None,
+        sampler=sampler,
         num_workers=num_workers,
         generator=generator,
         persistent_workers=num_workers > 0,

@@ -27,6 +27,8 @@ from radseg.keys import CASE_ID, IMAGE, LABEL
 from radseg.transforms.io import read_header
 
 _PATH_KEYS = (IMAGE, LABEL)
+#: bytes a cached case holds besides its voxels (CropForegroundd's start/end coordinates: 48)
+CASE_OVERHEAD_BYTES = 256
 
 
 def file_identity(path: str | Path) -> list:
@@ -146,10 +148,13 @@ def datalist_digest(datalist: Sequence[Mapping[str, Any]], extra: Mapping[str, A
 def estimate_case_bytes(
     item: Mapping[str, Any], target_spacing: Sequence[float] | None, image_itemsize: int
 ) -> int:
-    """Upper estimate of a preprocessed case's size in memory, from its image header only.
+    """Upper estimate of a cached case's size in memory, from its image header only.
 
-    Voxels after resampling = physical extent / target spacing along each RAS axis (the crop to the
-    body can only shrink this); bytes = voxels x (channels x ``image_itemsize`` + 1 for a uint8 label).
+    What a cache holds is the preprocessed volume itself (training pads patches after the cache,
+    validation shares the entry): voxels after resampling = physical extent / target spacing along
+    each RAS axis (the crop to the body can only shrink this); bytes = voxels x (channels x
+    ``image_itemsize`` + 1 for a uint8 label), plus the small arrays kept beside them (crop
+    coordinates).
 
     Args:
         item: datalist entry.
@@ -165,7 +170,7 @@ def estimate_case_bytes(
         voxels = math.prod(max(1, math.ceil(e / s)) for e, s in zip(extent, target_spacing))
     channels = len(paths) * max(1, header.num_components)
     has_label = item.get(LABEL) is not None
-    return int(voxels * (channels * image_itemsize + (1 if has_label else 0)))
+    return int(voxels * (channels * image_itemsize + (1 if has_label else 0))) + CASE_OVERHEAD_BYTES
 
 
 def case_id_of(item: Mapping[str, Any]) -> str:

@@ -18,61 +18,13 @@ from tqdm import tqdm
 
 from radseg.errors import DataError
 from radseg.pipeline.data import datalist
+from radseg.pipeline.data.data_report import EMPTY_LABEL, DataReport, Problem  # noqa: F401 - public here
 from radseg.pipeline.data.voxel_stats import content_digest, count_non_finite, unique_values
+from radseg.transforms.dicom import IRREGULAR_FIX, irregular_reason
+from radseg.transforms.grid import grid_differences
 from radseg.transforms.io import list_dicom_series, read_header, read_image
 
 logger = logging.getLogger(__name__)
-
-
-@dataclass(frozen=True)
-class Problem:
-    """One thing wrong with one file of one case."""
-
-    severity: str  # "error" (unusable) or "warning" (usable, but look at it)
-    case_id: str
-    file: str  # relative to the dataset root where possible
-    message: str
-    fix: str = ""
-
-    def line(self) -> str:
-        """``ERROR case phantom_003 (labelsTr/phantom_003.nii.gz): ...; fix: ...``."""
-        text = f"{self.severity.upper()} case {self.case_id} ({self.file}): {self.message}"
-        return f"{text}; fix: {self.fix}" if self.fix else text
-
-
-@dataclass
-class DataReport:
-    """The outcome of :func:`check_dataset`: every problem found, one per line."""
-
-    root: Path
-    num_cases: int
-    problems: list[Problem] = field(default_factory=list)
-
-    @property
-    def errors(self) -> list[Problem]:
-        return [p for p in self.problems if p.severity == "error"]
-
-    @property
-    def warnings(self) -> list[Problem]:
-        return [p for p in self.problems if p.severity == "warning"]
-
-    @property
-    def ok(self) -> bool:
-        """True when no problem is an error (warnings allowed)."""
-        return not self.errors
-
-    def lines(self) -> list[str]:
-        """One line per problem, errors first."""
-        return [p.line() for p in self.errors + self.warnings]
-
-    def summary(self) -> str:
-        """``checked 6 cases: 0 errors, 1 warning``."""
-        errors, warnings = len(self.errors), len(self.warnings)
-        return (
-            f"checked {self.num_cases} cases: {errors} error{'s' * (errors != 1)}, "
-            f"{warnings} warning{'s' * (warnings != 1)}"
-        )
-
 
 @dataclass
 class _Context:
@@ -89,8 +41,10 @@ def check_dataset(path: str | Path, *, tolerance: float = 1e-3) -> DataReport:
 
     Args:
         path: dataset root (MSD, nnU-Net, folders or CSV layout).
-        tolerance: largest difference (mm, or direction cosine) allowed between an image's and its
-            label's spacing, origin and direction.
+        tolerance: largest difference (mm, or direction cosine) allowed between the grids of a
+            case's channel files; a label may store the image's voxels in another axis order
+            (flipped or permuted axes), and its voxel centres may be up to this many mm or a
+            twentieth of the image's smallest spacing (the larger) from the image's.
 
     Returns:
         The report; ``report.ok`` is False when any case has an error.
@@ -131,7 +85,7 @@ def _check_case(case: Any, ctx: _Context) -> list[Problem]:
     image_ok = not any(p.severity == "error" for p in problems)
     label_header = headers.get(Path(case.label)) if case.label is not None else None
     if image_ok and label_header is not None:
-        problems += _check_grid(case.case_id, Path(case.label), label_header, image_headers[0], ctx)
+        problems += _check_label_grid(case.case_id, Path(case.label), label_header, image_headers[0], ctx)
     if all(h is not None for h in image_headers):
         problems += _check_image_arrays(case, ctx)
     if label_header is not None:
@@ -161,7 +115,8 @@ def _read_header_checked(case_id: str, file: Path, ctx: _Context) -> tuple[Any, 
     except (DataError, RuntimeError, OSError, ValueError) as err:
         return None, [_problem("error", case_id, file, ctx, f"cannot read the header ({_first_line(err)})",
                                "re-export or re-download the file")]
-    return header, _dicom_geometry_warnings(case_id, file, header, ctx)
+    problems = _dicom_geometry_errors(case_id, file, header, ctx)
+    return (None if problems else header), problems
 
 
 def _check_dicom_series_count(case_id: str, folder: Path, ctx: _Context) -> list[Problem]:
@@ -177,16 +132,12 @@ def _check_dicom_series_count(case_id: str, folder: Path, ctx: _Context) -> list
                      "keep one series per folder: move the others into folders of their own")]
 
 
-def _dicom_geometry_warnings(case_id: str, file: Path, header: Any, ctx: _Context) -> list[Problem]:
-    """Warnings for a DICOM series whose slices are not a regular grid (it gets resampled)."""
-    fix = "check the series for missing or tilted slices; radseg reads it as a regular grid"
-    problems = []
-    if not getattr(header, "slices_even", True):
-        problems.append(_problem("warning", case_id, file, ctx, "uneven slice spacing (missing slices?)", fix))
-    if getattr(header, "gantry_tilt", False):
-        problems.append(_problem("warning", case_id, file, ctx, "gantry tilt: slices are not stacked along "
-                                 "their normal", fix))
-    return problems
+def _dicom_geometry_errors(case_id: str, file: Path, header: Any, ctx: _Context) -> list[Problem]:
+    """An error for a DICOM series whose slices are not a regular grid (never read with shifted slices)."""
+    reason = irregular_reason(header)
+    if not reason:
+        return []
+    return [_problem("error", case_id, file, ctx, f"DICOM slices are not a regular grid: {reason}", IRREGULAR_FIX)]
 
 
 def _check_image_headers(case: Any, headers: list[Any], ctx: _Context) -> list[Problem]:
@@ -209,11 +160,25 @@ def _check_image_headers(case: Any, headers: list[Any], ctx: _Context) -> list[P
 
 
 def _channels(header: Any) -> int:
-    return int(header.shape[3]) if len(header.shape) > 3 else max(1, int(header.num_components))
+    return max(1, int(header.num_components))
+
+
+def _check_label_grid(case_id: str, file: Path, header: Any, reference: Any, ctx: _Context) -> list[Problem]:
+    """An error when the label's voxel centres are not the image's (any array order is fine)."""
+    tolerance = max(ctx.tolerance, min(reference.spacing[:3]) / 20)
+    differences = grid_differences(header, reference, tolerance)
+    if not differences:
+        return []
+    return [_problem("error", case_id, file, ctx, "not on the image's grid: " + "; ".join(differences),
+                     "resample it onto the image's grid (same voxel centres: shape, spacing, origin and "
+                     "direction, up to flipped or permuted axes)")]
 
 
 def _check_grid(case_id: str, file: Path, header: Any, reference: Any, ctx: _Context) -> list[Problem]:
-    """One problem listing every way ``header``'s grid differs from the image's, or none."""
+    """One problem listing every way a channel file's grid differs from the first's, or none.
+
+    Channels are stacked array on array, so they must share the array order too.
+    """
     tol = ctx.tolerance
     differences = []
     if tuple(header.shape[:3]) != tuple(reference.shape[:3]):
@@ -280,7 +245,7 @@ def _check_label_array(case_id: str, file: Path, ctx: _Context) -> list[Problem]
                          f"declared in dataset.json ({', '.join(map(str, declared))})",
                          "remap the extra values or declare their classes in dataset.json's labels")]
     if found <= {0}:
-        return [_problem("warning", case_id, file, ctx, "label is empty (background only)",
+        return [_problem("warning", case_id, file, ctx, EMPTY_LABEL,
                          "check the label; an empty case only teaches background")]
     return []
 

@@ -178,7 +178,8 @@ def _run_epoch(cfg, run_data, model, network, loss_fn, optimizer, scaler, amp, s
     from radseg.pipeline.data.cache import build_loader
 
     epoch_seed = _seed_epoch(cfg.train.seed, epoch, info.rank)
-    loader = build_loader(run_data.train_dataset, cfg.train.batch_size, cfg.cache.num_workers, True, epoch_seed)
+    loader = build_loader(run_data.train_dataset, cfg.train.batch_size, cfg.cache.num_workers, True, epoch_seed,
+                          weights=run_data.train_weights)
     show = progress and info.is_main
     metrics = train_one_epoch(
         model, cycle_batches(loader, cfg.train.iterations_per_epoch), loss_fn, optimizer, cfg.train,

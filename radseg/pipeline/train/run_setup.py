@@ -3,7 +3,7 @@
 :func:`prepare_run_folder` refuses bad input before anything is written: a config that cannot
 resume the run, a patch the network rejects, a dataset that fails check-data, an existing run
 without ``--resume``/``--overwrite``. :func:`prepare_data` then splits the cases by fold,
-fingerprints the training cases, and builds the (sharded, cached) datasets.
+fingerprints every labelled case (as `radseg cache` does), and builds the (sharded, cached) datasets.
 """
 
 from __future__ import annotations
@@ -11,27 +11,24 @@ from __future__ import annotations
 import dataclasses
 import logging
 import os
-import shutil
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from radseg.configs.loader import config_to_dict, load_config, save_config, validate_config
+from radseg.configs.loader import config_to_dict, load_config, validate_config
 from radseg.configs.schema import RadsegConfig
 from radseg.errors import ConfigError, DataError
 from radseg.pipeline.core import distributed as ddp
-from radseg.pipeline.core.checkpoint import BEST, LAST, load_checkpoint
+from radseg.pipeline.core.checkpoint import LAST, load_checkpoint
+# a folder holding one of CHECKPOINTS is a run; one without is an unfinished start and is reused
+from radseg.pipeline.train.run_folder import (  # noqa: F401 - CONFIG_FILE public here too
+    CHECKPOINTS, CONFIG_FILE, refuse_foreign_files, remove_run_files, save_run_config,
+)
 
 logger = logging.getLogger(__name__)
 
-CONFIG_FILE = "config.yaml"
 SPLITS_FILE = "splits.json"
 FINGERPRINT_FILE = "fingerprint.json"
-#: a folder holding one of these is a run; one without is an unfinished start and is reused
-CHECKPOINTS = (LAST, BEST)
-TENSORBOARD_DIR = "tensorboard"
-#: what a run writes before its first checkpoint (cleared when such a folder is reused)
-_RUN_FILES = ("config.yaml", "splits.json", "fingerprint.json", "metrics.csv", "curves.png", "train.log")
 #: settings that may change when a run is resumed (everything else must match the run's config)
 RESUMABLE_CHANGES = ("train.max_epochs", "train.val_interval", "train.device", "cache.mode", "cache.ram_budget_gb",
                      "cache.cache_dir", "inference.sw_batch_size", "data.root")
@@ -48,6 +45,8 @@ class RunData:
     label_names: dict[int, str]
     fingerprint: dict
     preprocess: dict
+    #: sampling weight of each training case of this rank (equal per case across DDP ranks)
+    train_weights: list[float] | None = None
 
     @property
     def foreground_names(self) -> list[str]:
@@ -70,7 +69,7 @@ def prepare_run_folder(
     if resume and overwrite:
         raise ConfigError("--resume and --overwrite contradict each other; pass one of them")
     saved = _existing_run(run_dir, resume, overwrite)
-    _refuse_foreign_files(run_dir)
+    refuse_foreign_files(run_dir)
     cfg = _resolve_config(cfg, saved, run_dir, fold)
     _check_roi(cfg)
     _check_data(cfg, data, info)
@@ -82,40 +81,11 @@ def prepare_run_folder(
 def _prepare_folder(cfg: RadsegConfig, run_dir: Path, saved: dict | None, resume: bool, overwrite: bool) -> None:
     if overwrite and run_dir.exists():
         logger.warning("--overwrite: removing the earlier run in %s", run_dir)
-        _remove_run_files(run_dir)
+        remove_run_files(run_dir)
     elif saved is None and not resume and run_dir.exists():
-        _remove_run_files(run_dir)  # an unfinished start (no checkpoint): begin again cleanly
+        remove_run_files(run_dir)  # an unfinished start (no checkpoint): begin again cleanly
     run_dir.mkdir(parents=True, exist_ok=True)
-    save_config(cfg, run_dir / CONFIG_FILE)
-
-
-def _run_entry(name: str) -> bool:
-    """Whether a name in a run folder is one radseg writes there (files, checkpoints, temp files)."""
-    return name in _RUN_FILES or name in CHECKPOINTS or name == TENSORBOARD_DIR or ".tmp" in name
-
-
-def _refuse_foreign_files(run_dir: Path) -> None:
-    """A run folder may hold only what radseg writes there: never replace or clear anything else."""
-    if not run_dir.is_dir():
-        if run_dir.exists():
-            raise ConfigError(f"--output {run_dir} is a file; pass a folder for the run")
-        return
-    foreign = sorted(p.name for p in run_dir.iterdir() if not _run_entry(p.name))
-    if foreign:
-        shown = ", ".join(foreign[:5]) + (f" and {len(foreign) - 5} more" if len(foreign) > 5 else "")
-        raise ConfigError(f"--output {run_dir} holds files radseg did not write ({shown}); "
-                          "choose an empty or new folder for the run")
-
-
-def _remove_run_files(run_dir: Path) -> None:
-    """Delete what an earlier run wrote in ``run_dir`` (and nothing else: see _refuse_foreign_files)."""
-    for path in run_dir.iterdir():
-        if not _run_entry(path.name):
-            continue
-        if path.is_dir() and not path.is_symlink():
-            shutil.rmtree(path)
-        else:
-            path.unlink()
+    save_run_config(cfg, run_dir)
 
 
 def _existing_run(run_dir: Path, resume: bool, overwrite: bool) -> dict | None:
@@ -222,8 +192,30 @@ def _check_data(cfg: RadsegConfig, data: str | Path, info: ddp.DistInfo) -> None
         if not report.ok:
             raise DataError(f"dataset {data} fails check-data ({report.summary()}):\n" + "\n".join(report.lines())
                             + "\nfix the dataset (see `radseg check-data`) and train again")
+        _check_class_sampling(cfg, report.background_only_cases(), data)
 
     ddp.run_on_main(_check, info)
+
+
+def _check_class_sampling(cfg: RadsegConfig, background_only: list[str], data: str | Path) -> None:
+    """Class-balanced sampling of a background-only case: refused where MONAI's sampler would fail.
+
+    With background weighted 0 in ``augment.class_ratios`` such a case has no class to draw from
+    and the sampler raises "probabilities contain NaN" inside a data worker, mid-training; with a
+    background weight it only ever gives background patches (a warning).
+    """
+    if cfg.augment.sampler != "label_classes" or not background_only:
+        return
+    shown = ", ".join(background_only[:10]) + (f" and {len(background_only) - 10} more" if len(background_only) > 10 else "")
+    ratios = cfg.augment.class_ratios
+    if ratios is not None and not ratios[0] > 0:
+        raise DataError(f"augment.sampler=label_classes with background weight {ratios[0]} in augment.class_ratios "
+                        f"centres patches on foreground classes only, but the label of case(s) {shown} in {data} "
+                        "holds background only (the sampler would fail inside a data worker); expected some "
+                        "foreground in every labelled case; fix: correct or remove those labels, give background "
+                        "a weight > 0, or set augment.sampler=pos_neg")
+    logger.warning("label of case(s) %s holds background only: class-balanced sampling draws only background "
+                   "patches from them", shown)
 
 
 def prepare_data(cfg: RadsegConfig, data: Path, run_dir: Path, info: ddp.DistInfo, *, fresh: bool,
@@ -244,12 +236,14 @@ def prepare_data(cfg: RadsegConfig, data: Path, run_dir: Path, info: ddp.DistInf
     spec = discover_dataset(data)
     modality = spec.modality if cfg.data.modality == "auto" else cfg.data.modality
     train_cases, val_cases = _fold_cases(cfg, spec, run_dir, info)
-    fingerprint = _fingerprint(to_datalist(train_cases), modality, run_dir, info, fresh, progress)
+    # the fingerprint covers every labelled case, as nnU-Net's does: the preprocessing (and so the
+    # cache entries) is the same for every fold and for `radseg cache`
+    fingerprint = _fingerprint(to_datalist(spec.training), modality, run_dir, info, fresh, progress)
     resolved = resolve_preprocess(cfg.preprocess, fingerprint, modality)
-    train_ds, val_ds = _datasets(cfg, resolved, spec.num_classes, to_datalist(train_cases),
-                                 to_datalist(val_cases), info, progress)
+    train_ds, val_ds, weights = _datasets(cfg, resolved, spec.num_classes, to_datalist(train_cases),
+                                          to_datalist(val_cases), info, progress)
     return RunData(train_ds, val_ds, spec.num_classes, len(spec.channel_names), dict(spec.labels),
-                   fingerprint.to_dict(), resolved.to_dict())
+                   fingerprint.to_dict(), resolved.to_dict(), weights)
 
 
 def _fold_cases(cfg: RadsegConfig, spec, run_dir: Path, info: ddp.DistInfo) -> tuple[list, list]:
@@ -280,25 +274,25 @@ def _fingerprint(datalist: list[dict], modality: str, run_dir: Path, info: ddp.D
 
 def _datasets(cfg: RadsegConfig, resolved, num_classes: int, train_list: list[dict], val_list: list[dict],
               info: ddp.DistInfo, progress: bool):
-    from radseg.pipeline.data.cache import GIB, build_dataset, cached_bytes, shard_for_rank
+    from radseg.pipeline.data.cache import GIB, build_dataset, cached_bytes
+    from radseg.pipeline.data.shards import weighted_shard
     from radseg.transforms.preprocess import build_train_transforms, build_val_transforms
 
-    settings = resolved.to_dict()
-    # each rank caches only its own shard of the training cases; validation cases are disjoint too
-    train_shard = shard_for_rank(train_list, info.rank, info.world_size)
-    if not train_shard:
-        raise ConfigError(f"{info.world_size} processes but only {len(train_list)} training cases: rank {info.rank} "
-                          "has none; use fewer processes (--nproc-per-node) or more cases")
+    settings = {**resolved.to_dict(), "image_dtype": cfg.cache.image_dtype}
+    # each rank caches only its own shard of the training cases, weighted so that every case is drawn
+    # equally often across the ranks; validation cases are disjoint
+    train_shard, weights = weighted_shard(train_list, info.rank, info.world_size)
     # cache.ram_budget_gb is per machine: the processes on it share it, training cases first
     budget = cfg.cache.ram_budget_gb / int(os.environ.get("LOCAL_WORLD_SIZE", "1"))
     train_cache = dataclasses.replace(cfg.cache, ram_budget_gb=budget)
     train_ds = build_dataset(train_shard, build_train_transforms(cfg, resolved, num_classes), train_cache,
-                             settings={**settings, "image_dtype": cfg.cache.image_dtype}, progress=progress)
+                             settings=settings, progress=progress)
     val_shard = ddp.split_for_rank(val_list, info)
     left = max(budget - sum(cached_bytes(train_ds)) / GIB, 0.0)
-    val_ds = build_dataset(val_shard, build_val_transforms(resolved), dataclasses.replace(cfg.cache, ram_budget_gb=left),
-                           settings={**settings, "image_dtype": "float32"}, progress=progress)
-    return train_ds, val_ds
+    # validation caches the same preprocessed volumes as training (and `radseg cache`): same entries
+    val_ds = build_dataset(val_shard, build_val_transforms(resolved, cfg.cache.image_dtype),
+                           dataclasses.replace(cfg.cache, ram_budget_gb=left), settings=settings, progress=progress)
+    return train_ds, val_ds, weights
 
 
 def _column_name(name: str) -> str:
