@@ -56,13 +56,16 @@ def write_dicom_seg(label: sitk.Image, series_dir: str | Path, label_names: dict
         ``path``.
 
     Raises:
-        DataError: the folder holds no image series (e.g. DICOM without pixel data), the label is
-            not on the series' grid, or the label holds values without a name.
+        DataError: the folder holds no image series (e.g. DICOM without pixel data), the series
+            is not a regular grid (tilted, uneven), the label is not on the series' grid, or the
+            label holds values without a name.
     """
     series_dir, path = Path(series_dir), Path(path)
     files = _dicom.series_files(series_dir, series_uid)
+    geometry = _dicom.read_geometry(series_dir, files)
+    _dicom.refuse_irregular(series_dir, geometry)  # as the reader does: no regular grid, no label
     sources = _read_sources(series_dir, files)
-    _check_grid(label, series_dir, files, sources[0])
+    _check_grid(label, series_dir, geometry, sources)
     values = sorted(v for v in label_names if v != 0)
     frames = _segment_numbers(sitk.GetArrayViewFromImage(label), values, label_names)
     # frame k of the pixel array goes with source k: sort the sources onto the label's z axis
@@ -128,11 +131,11 @@ def _fill_missing_uids(sources: list[pydicom.Dataset], files: list[str], series_
                 setattr(ds, tag, uid)
 
 
-def _check_grid(label: sitk.Image, series_dir: Path, files: list[str], first: pydicom.Dataset) -> None:
+def _check_grid(label: sitk.Image, series_dir: Path, geometry: _dicom.SliceGeometry,
+                sources: list[pydicom.Dataset]) -> None:
     """Raise if ``label``'s shape, spacing, origin or direction differ from the series'."""
-    geometry = _dicom.slice_geometry(files)
     expected = {
-        "shape": (int(first.Columns), int(first.Rows), len(files)),
+        "shape": (int(sources[0].Columns), int(sources[0].Rows), len(sources)),
         "spacing": geometry.spacing, "origin": geometry.origin,
         "direction": tuple(np.ravel(geometry.direction)),
     }

@@ -144,13 +144,13 @@ def test_series_without_pixel_data_is_refused(tmp_path):
 def test_unevenly_spaced_series_is_refused(tmp_path):
     series = tmp_path / "series"
     shutil.copytree(real_data("dcmqi_ct3slice", "ct-3slice"), series)
+    label = sitk.ReadImage(str(real_data("dcmqi_ct3slice", "liver_seg.nrrd")))
     moved = pydicom.dcmread(series / "01.dcm")  # top slice 0.5 mm further up: gaps 1.0 and 1.5 mm
     moved.ImagePositionPatient[2] += 0.5
     moved.save_as(series / "01.dcm")
-    label = sitk.Image(read_image(series).GetSize(), sitk.sitkUInt8)
-    label.CopyInformation(read_image(series))
-    with pytest.raises(DataError, match=r"falls at index \(0, 0, 0.8\) of the label's grid"):
+    with pytest.raises(DataError, match=r"is not a regular grid: uneven slice positions"):
         write_dicom_seg(label, series, {1: "liver"}, tmp_path / "seg.dcm")
+    assert not (tmp_path / "seg.dcm").exists()
 
 
 def test_totalseg_j2k_series_frames_match_the_nifti_in_physical_space(tmp_path):
