@@ -64,10 +64,8 @@ def series_files(folder: Path, series_uid: str | None,
     """
     series = list_dicom_series(folder) if series is None else series
     if not series:
-        has_files = any(p.is_file() for p in folder.iterdir())
-        what = "no DICOM files" if has_files else "no files"
-        raise DataError(f"folder {folder} holds {what}; expected one DICOM series; fix: point to "
-                        "the folder that holds the .dcm slices, or to a NIfTI file")
+        raise DataError(f"folder {folder} holds {_what_folder_holds(folder)}; expected one DICOM "
+                        "series; fix: point to the folder that holds the .dcm slices, or to a NIfTI file")
     if series_uid is not None:
         if series_uid not in series:
             raise DataError(f"series {series_uid!r} is not in {folder}; it holds: "
@@ -78,6 +76,20 @@ def series_files(folder: Path, series_uid: str | None,
                         f"{_describe_series(series)}; expected one; fix: move each series into its "
                         "own folder or pass series_uid=")
     return next(iter(series.values()))
+
+
+def _what_folder_holds(folder: Path) -> str:
+    """What a folder without any image series holds: no files, no DICOM, or DICOM without pixels."""
+    files = [p for p in folder.iterdir() if p.is_file()]
+    for path in files:
+        try:
+            header = pydicom.dcmread(path, stop_before_pixels=True)
+        except (OSError, pydicom.errors.InvalidDicomError):
+            continue
+        kind = header.get("Modality") or header.get("SOPClassUID", "unknown kind")
+        return (f"DICOM files without pixel data (e.g. {path.name}: {kind}), so no image series "
+                "to read")
+    return "no DICOM files" if files else "no files"
 
 
 def _describe_series(series: dict[str, list[str]]) -> str:
