@@ -36,6 +36,9 @@ _PUBLIC = {
     "fit": "train.fit",
     "FitResult": "train.fit",
     "evaluate_checkpoint": "evaluate.checkpoint_eval",
+    "evaluate_folder": "evaluate.evaluate_folder",
+    "score_case": "evaluate.metrics",
+    "save_quicklook": "core.quicklook",
     "run_demo": "train.demo",
 }
 

@@ -99,6 +99,9 @@ def evaluate_folder(pred: str | Path, truth: str | Path, output: str | Path, *, 
     tolerances = class_tolerances(tolerance_mm, inputs.labels)
     output = Path(output).expanduser()
     _check_output(output, overwrite)
+    if inputs.missing:
+        logger.warning("%d truth case(s) have no prediction (scored as missing): %s", len(inputs.missing),
+                       ", ".join(inputs.missing))
     differing = check_geometry(inputs.pairs, resample)
     if differing:
         logger.warning("resampling %d prediction(s) onto the truth grid (nearest neighbour): %s",

@@ -102,7 +102,8 @@ def build_summary(rows: list[dict], results: list, inputs: EvaluationInputs, nam
         summary["lesions"] = {names[cls]: _lesion_summary(results, cls) for cls in lesion_ids}
         without = [r.case_id for r in results if r.scores is not None and not r.has_probabilities]
         if without:
-            summary["froc_note"] = (f"needs <case>_probabilities.nii.gz for every case; missing for "
+            summary["froc_note"] = (f"needs a probability map (<case>_probabilities.npz, .npy or .nii.gz) for every "
+                                    f"scored case; missing for "
                                     f"{', '.join(without[:5])}{' and more' if len(without) > 5 else ''}")
     return summary
 
