@@ -18,6 +18,7 @@ Rule (stated in summary.json, the report and the README):
 from __future__ import annotations
 
 import itertools
+from collections import defaultdict
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -84,32 +85,42 @@ def match_lesions(pred: np.ndarray, truth: np.ndarray, affine: np.ndarray, *, mi
     if box is None:
         return []
     structure = np.ones((3,) * pred.ndim, dtype=bool)
-    truth_ids, num_true = ndimage.label(truth[box], structure)
-    pred_ids, num_pred = ndimage.label(pred[box], structure)
-    true_sizes = np.bincount(truth_ids.ravel(), minlength=num_true + 1)
-    pred_sizes = np.bincount(pred_ids.ravel(), minlength=num_pred + 1)
-    pairs = np.bincount(truth_ids.ravel() * (num_pred + 1) + pred_ids.ravel(),
-                        minlength=(num_true + 1) * (num_pred + 1)).reshape(num_true + 1, num_pred + 1)
-    overlap = pairs[1:, 1:]
-    smaller = np.minimum.outer(true_sizes[1:], pred_sizes[1:])
-    matched = (overlap > 0) & (overlap >= min_overlap * smaller)
+    ids = {"true": ndimage.label(truth[box], structure)[0], "pred": ndimage.label(pred[box], structure)[0]}
+    sizes = {kind: np.bincount(labels.ravel()) for kind, labels in ids.items()}
+    overlaps = _matching_overlaps(ids["true"], ids["pred"], sizes, min_overlap)
     offset = np.array([s.start for s in box])
     voxel_ml = abs(float(np.linalg.det(np.asarray(affine)[:3, :3]))) / 1000.0
     lesions = []
-    for kind, ids, count, sizes, rows in (("true", truth_ids, num_true, true_sizes, matched),
-                                          ("pred", pred_ids, num_pred, pred_sizes, matched.T)):
-        for index, where in enumerate(ndimage.find_objects(ids), start=1):
-            partners = (np.flatnonzero(rows[index - 1]) + 1).tolist()
-            lesion = Lesion(kind, index, int(sizes[index]), int(sizes[index]) * voxel_ml, partners,
-                            box_mm=_world_box(where, offset, affine))
-            shared = (overlap[index - 1, [p - 1 for p in partners]] if kind == "true"
-                      else overlap[[p - 1 for p in partners], index - 1]).sum()
-            other_sizes = (pred_sizes if kind == "true" else true_sizes)[partners].sum()
-            lesion.dice = float(2.0 * shared / (lesion.voxels + other_sizes)) if partners else 0.0
+    for kind, other in (("true", "pred"), ("pred", "true")):
+        partners, shared = defaultdict(list), defaultdict(int)
+        for pair, voxels in overlaps.items():
+            own, partner = pair if kind == "true" else pair[::-1]
+            partners[own].append(partner)
+            shared[own] += voxels
+        for index, where in enumerate(ndimage.find_objects(ids[kind]), start=1):
+            size, matches = int(sizes[kind][index]), sorted(partners[index])
+            lesion = Lesion(kind, index, size, size * voxel_ml, matches, box_mm=_world_box(where, offset, affine))
+            lesion.dice = 2.0 * shared[index] / (size + int(sizes[other][matches].sum())) if matches else 0.0
             if kind == "pred" and probability is not None:
-                lesion.score = float(probability[box][where][ids[where] == index].max())
+                lesion.score = float(probability[box][where][ids[kind][where] == index].max())
             lesions.append(lesion)
     return lesions
+
+
+def _matching_overlaps(truth_ids: np.ndarray, pred_ids: np.ndarray, sizes: dict[str, np.ndarray],
+                       min_overlap: float) -> dict[tuple[int, int], int]:
+    """``{(true lesion, predicted lesion): shared voxels}`` of the pairs that match.
+
+    Only overlapping voxels are counted (sparse), so a noisy prediction with thousands of specks
+    costs no (true x predicted) table.
+    """
+    both = (truth_ids > 0) & (pred_ids > 0)
+    width = len(sizes["pred"])
+    pairs, counts = np.unique(truth_ids[both].astype(np.int64) * width + pred_ids[both], return_counts=True)
+    true_index, pred_index = np.divmod(pairs, width)
+    smaller = np.minimum(sizes["true"][true_index], sizes["pred"][pred_index])
+    keep = counts >= min_overlap * smaller
+    return {(int(t), int(p)): int(n) for t, p, n in zip(true_index[keep], pred_index[keep], counts[keep])}
 
 
 def _world_box(where: tuple[slice, ...], offset: np.ndarray, affine: np.ndarray) -> tuple[tuple[float, ...], ...]:
