@@ -1,4 +1,4 @@
-"""Pieces several stages share: the checkpoint format, the distributed (DDP) helpers, quick-look pictures.
+"""Pieces several stages share: the checkpoint format and the distributed (DDP) helpers.
 
 Public names are re-exported lazily by :mod:`radseg.pipeline`; import modules directly here.
 """
