@@ -133,6 +133,16 @@ def _add_slices_parser(sub) -> None:
     p.set_defaults(func=_cmd_slices_evaluate)
 
 
+def _cmd_evaluate(args: argparse.Namespace) -> int:
+    from radseg.pipeline.evaluate.evaluate_folder import evaluate_folder
+
+    result = evaluate_folder(args.pred, args.truth, args.output, labels=args.labels,
+                             lesion_classes=tuple(args.lesion_classes), tolerance_mm=args.tolerance_mm,
+                             resample=args.resample, overwrite=args.overwrite)
+    print(result)
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     """The argument parser with every subcommand."""
     parser = argparse.ArgumentParser(prog="radseg", description=__doc__.splitlines()[0])
@@ -174,6 +184,17 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--overwrite", action="store_true")
     p.set_defaults(func=_cmd_demo)
     _add_slices_parser(sub)
+
+    p = sub.add_parser("evaluate", help="score predictions against the truth: metrics, lesions, summary, report")
+    p.add_argument("--pred", type=Path, required=True, help="folder of <case>.nii.gz label maps (radseg predict's output)")
+    p.add_argument("--truth", type=Path, required=True, help="folder of label files, or a dataset (MSD, nnU-Net, CSV)")
+    p.add_argument("--output", type=Path, required=True, help="folder for metrics.csv, summary.json, report.html")
+    p.add_argument("--labels", default=None, help="label map: JSON file or 1=liver,2=tumour (default: the truth's)")
+    p.add_argument("--lesion-classes", nargs="+", default=[], metavar="CLASS", help="classes scored as lesions too")
+    p.add_argument("--tolerance-mm", default=None, help="surface Dice tolerance: 2, or liver=3,tumour=1 (default 2)")
+    p.add_argument("--resample", action="store_true", help="resample predictions on another grid onto the truth's (nearest)")
+    p.add_argument("--overwrite", action="store_true", help="replace earlier results in --output")
+    p.set_defaults(func=_cmd_evaluate)
     return parser
 
 

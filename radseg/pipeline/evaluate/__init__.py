@@ -1,4 +1,5 @@
-"""The evaluate stage: metrics, the validation pass, and scoring a trained checkpoint.
+"""The evaluate stage: metrics, the validation pass, scoring a trained checkpoint, and ``radseg evaluate``
+(lesions as objects, summaries with bootstrap intervals, the report).
 
 Public names are re-exported lazily by :mod:`radseg.pipeline`; import modules directly here.
 """

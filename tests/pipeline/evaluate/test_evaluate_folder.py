@@ -1,0 +1,148 @@
+"""``radseg evaluate`` end to end on tiny generated cases: outputs, missing cases and bad input."""
+
+from __future__ import annotations
+
+import csv
+import json
+import re
+
+import nibabel as nib
+import numpy as np
+import pytest
+
+from radseg.cli import main
+from radseg.errors import DataError
+from radseg.pipeline.evaluate.evaluate_folder import evaluate_folder
+from radseg.pipeline.evaluate.outputs import OUTPUT_FILES
+
+AFFINE = np.diag([1.5, 1.2, 3.0, 1.0])
+LABELS = {"0": "background", "1": "organ", "2": "lesion"}
+
+
+def _truth(seed: int) -> np.ndarray:
+    rng = np.random.default_rng(seed)
+    label = np.zeros((24, 20, 12), np.uint8)
+    label[4:18, 3:16, 2:10] = 1
+    x, y = rng.integers(6, 12, 2)
+    label[x:x + 3, y:y + 3, 4:7] = 2
+    return label
+
+
+def _save(array: np.ndarray, path, affine=AFFINE) -> None:
+    nib.save(nib.Nifti1Image(array, affine), str(path))
+
+
+@pytest.fixture
+def folders(tmp_path):
+    """Truth for cases c0..c3 (a folder with labels.json); predictions for c0..c2, perturbed."""
+    truth, pred = tmp_path / "truth", tmp_path / "pred"
+    truth.mkdir(), pred.mkdir()
+    (truth / "labels.json").write_text(json.dumps(LABELS))
+    for index in range(4):
+        label = _truth(index)
+        _save(label, truth / f"c{index}.nii.gz")
+        if index < 3:
+            guess = np.roll(label, index, axis=0)
+            guess[20:22, 16:18, 1:3] = 2 if index == 2 else guess[20:22, 16:18, 1:3]  # a spurious lesion
+            _save(guess, pred / f"c{index}.nii.gz")
+            probabilities = np.stack([guess == c for c in range(3)]).astype(np.float16) * np.float16(0.8)
+            np.save(pred / f"c{index}_probabilities.npy", probabilities)
+    return pred, truth, tmp_path / "out"
+
+
+def test_outputs_rows_missing_cases_and_lesions(folders):
+    pred, truth, out = folders
+    result = evaluate_folder(pred, truth, out, lesion_classes=("lesion",), progress=False, resamples=200)
+    assert sorted(p.name for p in out.iterdir()) == sorted(OUTPUT_FILES)
+    rows = list(csv.DictReader((out / "metrics.csv").open()))
+    assert len(rows) == 4 * 2 and {r["status"] for r in rows if r["case_id"] == "c3"} == {"missing"}
+    perfect = [r for r in rows if r["case_id"] == "c0"]
+    assert [float(r["dice"]) for r in perfect] == [1.0, 1.0] and perfect[0]["hd95_mm"] == "0"
+    summary = json.loads((out / "summary.json").read_text(), parse_constant=pytest.fail)  # strict JSON, no NaN
+    assert summary["missing_predictions"] == ["c3"] and summary["num_scored"] == 3
+    assert summary["metrics"]["organ"]["dice"]["n"] == 3 and summary["bootstrap"]["resamples"] == 200
+    assert "hd95_mm" in summary["conventions"]["prediction empty, truth not"]
+    lesion = summary["lesions"]["lesion"]
+    assert (lesion["true_lesions"], lesion["tp"], lesion["fp"]) == (3, 3, 1) and "froc" in lesion
+    lesion_rows = list(csv.DictReader((out / "lesions.csv").open()))
+    assert [r["status"] for r in lesion_rows if r["kind"] == "pred"].count("FP") == 1
+    page = (out / "report.html").read_text()
+    assert page.count("data:image/png;base64,") >= 6 + 2 and "c3" in page
+    assert not re.search(r"(src|href)=['\"](?!data:)", page)  # self-contained: nothing fetched
+    assert "c3" in str(result)
+
+
+def test_geometry_error_names_both_files_and_resample_fixes_it(folders):
+    pred, truth, out = folders
+    shifted = AFFINE.copy()
+    shifted[0, 3] = 4.5
+    _save(np.asarray(nib.load(pred / "c1.nii.gz").dataobj), pred / "c1.nii.gz", shifted)
+    with pytest.raises(DataError, match=r"c1: prediction .*c1.nii.gz and truth .*c1.nii.gz .*origin \(-4.5"):
+        evaluate_folder(pred, truth, out, progress=False)
+    assert not out.exists()
+    (pred / "c1_probabilities.npy").unlink()
+    result = evaluate_folder(pred, truth, out, resample=True, progress=False, resamples=50)
+    assert result.summary["resampled"] == ["c1"] and "resampled onto the truth grid" in str(result)
+
+
+def test_label_values_outside_the_label_map_are_refused_and_nothing_is_written(folders):
+    pred, truth, out = folders
+    bad = np.asarray(nib.load(pred / "c2.nii.gz").dataobj).copy()
+    bad[0, 0, 0] = 7
+    _save(bad, pred / "c2.nii.gz")
+    with pytest.raises(DataError, match=r"label values \{0, 1, 2, 7\} in .*c2.nii.gz exceed the 3 classes"):
+        evaluate_folder(pred, truth, out, progress=False)
+    assert not out.exists()
+
+
+def test_nan_in_a_probability_map_is_refused(folders):
+    pred, truth, out = folders
+    probabilities = np.load(pred / "c0_probabilities.npy")
+    probabilities[2, 1, 1, 1] = np.nan
+    np.save(pred / "c0_probabilities.npy", probabilities)
+    with pytest.raises(DataError, match="c0_probabilities.npy holds NaN"):
+        evaluate_folder(pred, truth, out, lesion_classes=("lesion",), progress=False)
+    assert not out.exists()
+
+
+def test_different_shapes_are_refused(folders):
+    pred, truth, out = folders
+    _save(np.zeros((24, 20, 11), np.uint8), pred / "c0.nii.gz")
+    with pytest.raises(DataError, match=r"c0: .*shape \[24, 20, 11\] vs \[24, 20, 12\]"):
+        evaluate_folder(pred, truth, out, progress=False)
+
+
+def test_unwritable_output_and_earlier_results(folders, tmp_path):
+    pred, truth, out = folders
+    blocker = tmp_path / "a_file"
+    blocker.write_text("")
+    with pytest.raises(DataError, match="not writable"):
+        evaluate_folder(pred, truth, blocker / "out", progress=False)
+    evaluate_folder(pred, truth, out, progress=False, resamples=20, worst_cases=0)
+    before = (out / "metrics.csv").read_text()
+    with pytest.raises(DataError, match="pass --overwrite"):
+        evaluate_folder(pred, truth, out, progress=False)
+    assert (out / "metrics.csv").read_text() == before
+
+
+def test_cli_prints_one_line_for_bad_input_and_the_table_otherwise(folders, capsys):
+    pred, truth, out = folders
+    code = main(["evaluate", "--pred", str(pred), "--truth", str(truth), "--output", str(out),
+                 "--lesion-classes", "nodule"])
+    err = capsys.readouterr().err.strip().splitlines()
+    assert code == 2 and len(err) == 1 and "'nodule' is not a foreground class" in err[0]
+    code = main(["evaluate", "--pred", str(pred), "--truth", str(truth), "--output", str(out),
+                 "--tolerance-mm", "organ=3,lesion=1"])
+    assert code == 0 and "organ" in capsys.readouterr().out
+    assert json.loads((out / "summary.json").read_text())["tolerance_mm"] == {"organ": 3.0, "lesion": 1.0}
+
+
+def test_dataset_as_truth_scores_its_test_cases(phantom_dataset, tmp_path):
+    pred = tmp_path / "pred"
+    pred.mkdir()
+    for path in sorted((phantom_dataset / "labelsTs").glob("*.nii.gz")):
+        image = nib.load(path)
+        _save(np.roll(np.asarray(image.dataobj), 1, axis=1), pred / path.name, image.affine)
+    result = evaluate_folder(pred, phantom_dataset, tmp_path / "out", progress=False, resamples=50, worst_cases=1)
+    assert "labelled test cases" in result.summary["truth_set"] and result.summary["num_scored"] == 2
+    assert 0.8 < result.summary["metrics"]["liver"]["dice"]["mean"] < 1.0
