@@ -1,0 +1,131 @@
+"""Back from the preprocessed grid to the scan's own grid, slab by slab.
+
+Preprocessing only reorients (a permutation and flips of the axes), crops (an offset) and
+resamples along the axes (a scale), so each axis of the original grid maps to one axis of the
+preprocessed grid by ``pre = scale * original + offset``. Linear interpolation is then separable:
+one 1D interpolation per axis. The logits are taken back a slab of original slices at a time and
+turned into labels (and optionally float16 probabilities) at once, so float32 logits are never
+held for the whole original grid (the RAM hog of nnU-Net's and MONAI's ``Invertd`` way back).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+
+#: tolerance on the off-axis terms of the original -> preprocessed index map
+_AXIS_TOLERANCE = 1e-3
+
+
+@dataclass(frozen=True)
+class AxisMap:
+    """For each original index axis ``i``: preprocessed axis ``axes[i]`` at ``scale[i] * i + offset[i]``."""
+
+    axes: tuple[int, int, int]
+    scale: tuple[float, float, float]
+    offset: tuple[float, float, float]
+
+
+def axis_map(pre_affine: np.ndarray, original_affine: np.ndarray) -> AxisMap:
+    """The per-axis index map from the original grid to the preprocessed one.
+
+    Args:
+        pre_affine: 4x4 voxel -> world affine of the preprocessed grid (MONAI meta ``affine``).
+        original_affine: 4x4 voxel -> world affine of the scan as read (``original_affine``),
+            in the same world convention (RAS).
+
+    Returns:
+        The :class:`AxisMap`.
+
+    Raises:
+        ValueError: the two grids are not axis-aligned with each other (a rotation beyond axis
+            permutations and flips), which radseg's preprocessing never produces.
+    """
+    matrix = np.linalg.inv(np.asarray(pre_affine, dtype=np.float64)) @ np.asarray(original_affine, dtype=np.float64)
+    linear = matrix[:3, :3]
+    axes = tuple(int(a) for a in np.argmax(np.abs(linear), axis=0))
+    scale = tuple(float(linear[axes[i], i]) for i in range(3))
+    off_axis = linear.copy()
+    for i in range(3):
+        off_axis[axes[i], i] = 0.0
+    if len(set(axes)) != 3 or np.abs(off_axis).max() > _AXIS_TOLERANCE * max(abs(s) for s in scale):
+        raise ValueError(f"the preprocessed grid is not axis-aligned with the original one "
+                         f"(index map {np.round(linear, 4).tolist()}); expected a permutation with flips "
+                         "and scales")
+    return AxisMap(axes=axes, scale=scale, offset=tuple(float(matrix[axes[i], 3]) for i in range(3)))
+
+
+@dataclass(frozen=True)
+class _Axis:
+    """1D linear interpolation of one axis: ``out[j] = in[low[j]] * (1 - w[j]) + in[low[j] + 1] * w[j]``."""
+
+    low: torch.Tensor
+    high: torch.Tensor
+    weight: torch.Tensor
+    inside: torch.Tensor
+
+
+def _axis(scale: float, offset: float, indices: torch.Tensor, size: int) -> _Axis:
+    position = scale * indices.double() + offset
+    inside = (position >= -0.5) & (position <= size - 0.5)
+    position = position.clamp(0, size - 1)
+    low = position.floor().long().clamp(max=size - 1)
+    high = (low + 1).clamp(max=size - 1)
+    return _Axis(low=low, high=high, weight=(position - low).float(), inside=inside)
+
+
+def _interpolate(volume: torch.Tensor, dim: int, axis: _Axis) -> torch.Tensor:
+    low = volume.index_select(dim, axis.low)
+    high = volume.index_select(dim, axis.high)
+    shape = [1] * volume.ndim
+    shape[dim] = -1
+    return torch.lerp(low, high, axis.weight.view(shape))
+
+
+def logits_to_grid(logits: torch.Tensor, mapping: AxisMap, shape: tuple[int, int, int], *,
+                   probabilities: bool = False, slab: int = 16) -> tuple[np.ndarray, np.ndarray | None]:
+    """Labels (and optionally probabilities) on the original grid from preprocessed logits.
+
+    Args:
+        logits: ``(C, X', Y', Z')`` float logits on the preprocessed grid (CPU).
+        mapping: from :func:`axis_map`.
+        shape: the original grid's shape ``(X, Y, Z)``.
+        probabilities: also return softmax probabilities.
+        slab: original slices (last axis) taken back at a time.
+
+    Returns:
+        ``labels`` uint8 in numpy (Z, Y, X) order (SimpleITK's array order), and ``probabilities``
+        float16 ``(C, Z, Y, X)`` or None. Voxels outside the preprocessed (cropped) region are
+        background with probability 1.
+    """
+    channels = logits.shape[0]
+    # move each original axis's preprocessed axis into position i (a view, no copy)
+    volume = logits.permute(0, *(a + 1 for a in mapping.axes))
+    x_axis, y_axis = (_axis(mapping.scale[i], mapping.offset[i], torch.arange(shape[i]), volume.shape[i + 1])
+                      for i in range(2))
+    labels = np.zeros(shape[::-1], dtype=np.uint8)
+    probs = np.zeros((channels, *shape[::-1]), dtype=np.float16) if probabilities else None
+    for start in range(0, shape[2], slab):
+        z_axis = _axis(mapping.scale[2], mapping.offset[2], torch.arange(start, min(start + slab, shape[2])),
+                       volume.shape[3])
+        out = _slab(volume, x_axis, y_axis, z_axis)
+        inside = x_axis.inside[:, None, None] & y_axis.inside[None, :, None] & z_axis.inside[None, None, :]
+        stop = start + out.shape[3]
+        labels[start:stop] = (out.argmax(dim=0).to(torch.uint8) * inside).permute(2, 1, 0).numpy()
+        if probs is not None:
+            softmax = torch.softmax(out, dim=0) * inside
+            softmax[0] += ~inside
+            probs[:, start:stop] = softmax.half().permute(0, 3, 2, 1).numpy()
+    return labels, probs
+
+
+def _slab(volume: torch.Tensor, x_axis: _Axis, y_axis: _Axis, z_axis: _Axis) -> torch.Tensor:
+    """Interpolate a slab: only the preprocessed slices the slab needs, then z, y, x."""
+    first, last = int(z_axis.low.min()), int(z_axis.high.max())
+    part = volume[..., first:last + 1].float()
+    shifted = _Axis(z_axis.low - first, z_axis.high - first, z_axis.weight, z_axis.inside)
+    part = _interpolate(part, 3, shifted)
+    part = _interpolate(part, 2, y_axis)
+    return _interpolate(part, 1, x_axis)
