@@ -15,6 +15,8 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
+import pydicom
+
 from radseg.errors import DataError
 from radseg.transforms.dicom import list_dicom_series, series_description
 from radseg.transforms.io import IMAGE_SUFFIXES
@@ -67,7 +69,14 @@ def find_cases(inputs: Sequence[str | Path], exclude: str | Path | None = None) 
         if not path.exists():
             raise DataError(f"input {path} does not exist; expected a NIfTI/NRRD/MHA file, a DICOM series "
                             "folder or a folder of them; fix the path")
-        found = [_file_case(path)] if path.is_file() else list(_folder_cases(path, excluded))
+        pixelless: list[Path] = []
+        found = [_file_case(path)] if path.is_file() else list(_folder_cases(path, excluded, pixelless))
+        for folder in pixelless:
+            logger.warning("folder %s holds DICOM files but no image series with pixel data; skipped", folder)
+        if not found and pixelless:
+            raise DataError(f"input {path} holds DICOM files but no image series with pixel data (in "
+                            f"{pixelless[0]}: structured reports, segmentations or other non-image objects?); "
+                            "expected a CT/MR image series; fix: point to the folder with the image slices")
         if not found:
             raise DataError(f"input {path} holds no scan (no {', '.join(FILE_SUFFIXES)} file and no DICOM "
                             "series); fix: point to the folder with the images")
@@ -88,7 +97,7 @@ def _file_case(path: Path) -> PredictCase:
     return PredictCase(name=output_stem(path), path=path)
 
 
-def _folder_cases(root: Path, excluded: Path | None) -> Iterable[PredictCase]:
+def _folder_cases(root: Path, excluded: Path | None, pixelless: list[Path]) -> Iterable[PredictCase]:
     for folder, subfolders, files in os.walk(root):
         here = Path(folder)
         if excluded is not None and here.resolve() == excluded:
@@ -97,12 +106,24 @@ def _folder_cases(root: Path, excluded: Path | None) -> Iterable[PredictCase]:
         subfolders.sort()
         image_files = sorted(f for f in files if f.lower().endswith(FILE_SUFFIXES) and not f.startswith("."))
         yield from (_file_case(here / f) for f in image_files)
-        if len(image_files) < len(files):  # other files: DICOM series, perhaps
-            yield from _series_cases(here)
+        others = sorted(f for f in files if f not in image_files and not f.startswith("."))
+        if others:  # DICOM series, perhaps
+            series = list_dicom_series(here)
+            if not series and _is_dicom(here / others[0]):
+                pixelless.append(here)
+            yield from _series_cases(here, series)
 
 
-def _series_cases(folder: Path) -> Iterable[PredictCase]:
-    for uid, files in sorted(list_dicom_series(folder).items()):
+def _is_dicom(path: Path) -> bool:
+    try:
+        pydicom.dcmread(path, stop_before_pixels=True)
+    except (OSError, pydicom.errors.InvalidDicomError):
+        return False
+    return True
+
+
+def _series_cases(folder: Path, series: dict[str, list[str]]) -> Iterable[PredictCase]:
+    for uid, files in sorted(series.items()):
         description = series_description(files[0]) or "series"
         yield PredictCase(name=_safe(f"{description}_{uid}" if uid else description), path=folder,
                           series_uid=uid)
