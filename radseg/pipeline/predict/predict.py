@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import dataclasses
 import logging
-import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable, Sequence
@@ -25,7 +24,7 @@ from radseg.pipeline.predict.inference import sliding_window_predict
 from radseg.pipeline.predict.inputs import PredictCase, find_cases
 from radseg.pipeline.predict.model import PredictModel, load_predict_model
 from radseg.pipeline.predict.postprocess import PostprocessConfig, postprocess
-from radseg.pipeline.predict.prepare import prepare_case
+from radseg.pipeline.predict.prepare import StageClock, prepare_case
 from radseg.pipeline.predict.to_grid import axis_map, logits_to_grid
 
 logger = logging.getLogger(__name__)
@@ -105,7 +104,7 @@ def predict_case(model: PredictModel, case: PredictCase, output: str | Path,
 
     Returns:
         The :class:`CaseResult` ("done" or "skipped"), with seconds per stage: ``read``
-        (read, check and preprocess), ``network`` (the sliding window), ``to_grid``,
+        (read and check), ``preprocess``, ``network`` (the sliding window), ``to_grid``,
         ``postprocess`` and ``write``.
 
     Raises:
@@ -115,9 +114,9 @@ def predict_case(model: PredictModel, case: PredictCase, output: str | Path,
     files = outputs.CaseOutputs(Path(output), case.name, options.probabilities)
     if files.done() and not options.overwrite:
         return CaseResult(case.name, "skipped", files.mask)
-    clock = _Clock()
-    prepared = prepare_case(case, model, check_modality=options.check_modality)
-    clock.lap("read")
+    clock = StageClock()
+    prepared = prepare_case(case, model, check_modality=options.check_modality, clock=clock)
+    clock.lap("preprocess")
     logits = _network(model, prepared, options)
     clock.lap("network")
     labels, probs = logits_to_grid(logits[0], axis_map(prepared.pre_affine, prepared.original_affine),
@@ -226,16 +225,3 @@ def _check_writable(output: Path) -> None:
         raise DataError(f"output folder {output} cannot be written ({err.strerror or err}); expected a "
                         "folder radseg may create files in; fix: choose another --output or fix its "
                         "permissions") from err
-
-
-class _Clock:
-    """Seconds per stage."""
-
-    def __init__(self) -> None:
-        self.seconds: dict[str, float] = {}
-        self._last = time.perf_counter()
-
-    def lap(self, stage: str) -> None:
-        now = time.perf_counter()
-        self.seconds[stage] = now - self._last
-        self._last = now

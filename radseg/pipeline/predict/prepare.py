@@ -11,6 +11,7 @@ threshold the foreground crop uses.
 from __future__ import annotations
 
 import logging
+import time
 from dataclasses import dataclass
 
 import numpy as np
@@ -82,7 +83,22 @@ class PreparedCase:
     grid: Grid
 
 
-def prepare_case(case: PredictCase, model, *, check_modality: bool = True) -> PreparedCase:
+class StageClock:
+    """Seconds per stage: ``lap(name)`` records the time since the previous lap."""
+
+    def __init__(self) -> None:
+        self.seconds: dict[str, float] = {}
+        self._last = time.perf_counter()
+
+    def lap(self, stage: str) -> None:
+        """Record the time since the last lap under ``stage``."""
+        now = time.perf_counter()
+        self.seconds[stage] = now - self._last
+        self._last = now
+
+
+def prepare_case(case: PredictCase, model, *, check_modality: bool = True,
+                 clock: StageClock | None = None) -> PreparedCase:
     """Read, check and preprocess one scan for ``model``.
 
     Args:
@@ -90,6 +106,7 @@ def prepare_case(case: PredictCase, model, *, check_modality: bool = True) -> Pr
         model: a :class:`radseg.pipeline.predict.model.PredictModel`.
         check_modality: refuse a scan whose intensities (or DICOM Modality) contradict the
             model's modality.
+        clock: when given, gets a ``read`` lap once the scan is read and checked.
 
     Returns:
         The :class:`PreparedCase`.
@@ -109,6 +126,8 @@ def prepare_case(case: PredictCase, model, *, check_modality: bool = True) -> Pr
     grid = Grid.of(image)
     loaded = _to_metatensor(image, case)
     del image
+    if clock is not None:
+        clock.lap("read")
     return _preprocess(loaded, model.preprocess, grid)
 
 

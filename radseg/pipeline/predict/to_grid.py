@@ -6,10 +6,16 @@ preprocessed grid by ``pre = scale * original + offset``. Linear interpolation i
 one 1D interpolation per axis. The logits are taken back a slab of original slices at a time and
 turned into labels (and optionally float16 probabilities) at once, so float32 logits are never
 held for the whole original grid (the RAM hog of nnU-Net's and MONAI's ``Invertd`` way back).
+
+Labels alone take a shortcut that gives exactly the same answer: where all 8 preprocessed voxels
+around an original voxel share one argmax, every convex combination of their logits has that
+argmax too, so the label is gathered (one byte per voxel); trilinear interpolation runs only for
+the voxels in cells whose corners disagree, along class boundaries.
 """
 
 from __future__ import annotations
 
+import itertools
 from dataclasses import dataclass
 
 import numpy as np
@@ -100,6 +106,8 @@ def logits_to_grid(logits: torch.Tensor, mapping: AxisMap, shape: tuple[int, int
         float16 ``(C, Z, Y, X)`` or None. Voxels outside the preprocessed (cropped) region are
         background with probability 1.
     """
+    if not probabilities:
+        return _labels_to_grid(logits, mapping, shape, slab), None
     channels = logits.shape[0]
     # move each original axis's preprocessed axis into position i (a view, no copy)
     volume = logits.permute(0, *(a + 1 for a in mapping.axes))
@@ -129,3 +137,76 @@ def _slab(volume: torch.Tensor, x_axis: _Axis, y_axis: _Axis, z_axis: _Axis) -> 
     part = _interpolate(part, 3, shifted)
     part = _interpolate(part, 2, y_axis)
     return _interpolate(part, 1, x_axis)
+
+
+def _labels_to_grid(logits: torch.Tensor, mapping: AxisMap, shape: tuple[int, int, int], slab: int) -> np.ndarray:
+    """Argmax labels on the original grid, (Z, Y, X): gathered in uniform cells, interpolated elsewhere."""
+    # preprocessed volumes in the original axis order, reversed to (Z', Y', X') like the output
+    order = [mapping.axes[2], mapping.axes[1], mapping.axes[0]]
+    pre_labels = logits.argmax(dim=0).to(torch.uint8).permute(*order).numpy()
+    uniform = _uniform_cells(pre_labels)
+    base = logits.float().contiguous().numpy()
+    flat = base.reshape(base.shape[0], -1)
+    strides = [base.strides[1 + a] // base.itemsize for a in order]  # flat-index steps along z, y, x
+    axes = [_axis(mapping.scale[i], mapping.offset[i], torch.arange(shape[i]), pre_labels.shape[2 - i])
+            for i in range(3)]
+    x_axis, y_axis, z_axis = (_numpy_axis(a) for a in axes)
+    labels = np.empty(shape[::-1], dtype=np.uint8)
+    for start in range(0, shape[2], slab):
+        rows = slice(start, min(start + slab, shape[2]))
+        z_part = {key: value[rows] for key, value in z_axis.items()}
+        block = pre_labels.take(z_part["low"], 0).take(y_axis["low"], 1).take(x_axis["low"], 2)
+        mixed = uniform.take(z_part["low"], 0).take(y_axis["low"], 1).take(x_axis["low"], 2)
+        np.logical_not(mixed, out=mixed)
+        z_idx, y_idx, x_idx = np.nonzero(mixed)
+        if z_idx.size:
+            block[z_idx, y_idx, x_idx] = _interpolate_points(flat, strides, (z_part, y_axis, x_axis),
+                                                             (z_idx, y_idx, x_idx))
+        block[~z_part["inside"]] = 0
+        block[:, ~y_axis["inside"]] = 0
+        block[:, :, ~x_axis["inside"]] = 0
+        labels[rows] = block
+    return labels
+
+
+def _numpy_axis(axis: _Axis) -> dict[str, np.ndarray]:
+    return {"low": axis.low.numpy(), "high": axis.high.numpy(), "weight": axis.weight.numpy(),
+            "inside": axis.inside.numpy()}
+
+
+def _uniform_cells(labels: np.ndarray) -> np.ndarray:
+    """True where the 2x2x2 cell starting at a voxel (clamped at the far edges) has one label."""
+    low, high = labels, labels
+    for axis in range(3):
+        low = np.minimum(low, _next(low, axis))
+        high = np.maximum(high, _next(high, axis))
+    return low == high
+
+
+def _next(array: np.ndarray, axis: int) -> np.ndarray:
+    """``array`` shifted by one voxel towards lower indices along ``axis``, the last voxel repeated."""
+    index = np.minimum(np.arange(1, array.shape[axis] + 1), array.shape[axis] - 1)
+    return array.take(index, axis)
+
+
+def _interpolate_points(flat: np.ndarray, strides: list[int], axes: tuple[dict, dict, dict],
+                        points: tuple[np.ndarray, np.ndarray, np.ndarray]) -> np.ndarray:
+    """Trilinear logits at the given output voxels, then their argmax (uint8).
+
+    Args:
+        flat: ``(C, N)`` logits, the preprocessed volume flattened in its own order.
+        strides: flat-index steps along the output's z, y and x.
+        axes: the z (this slab's rows), y and x interpolation tables.
+        points: z, y, x indices of the voxels within the slab.
+    """
+    corners = []  # per axis: ((flat offset, weight) for the low and the high neighbour)
+    for axis, index, stride in zip(axes, points, strides):
+        weight = axis["weight"][index]
+        corners.append(((axis["low"][index] * stride, 1 - weight), (axis["high"][index] * stride, weight)))
+    total = np.zeros((flat.shape[0], points[0].size), dtype=np.float32)
+    for (z_offset, z_weight), (y_offset, y_weight), (x_offset, x_weight) in itertools.product(*corners):
+        index = z_offset + y_offset + x_offset
+        weight = z_weight * y_weight * x_weight
+        for channel in range(flat.shape[0]):
+            total[channel] += flat[channel].take(index) * weight
+    return total.argmax(axis=0).astype(np.uint8)

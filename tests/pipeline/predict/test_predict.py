@@ -47,7 +47,7 @@ def test_oracle_round_trip_lands_on_the_input_grid(geometry, tmp_path):
     predicted, truth = np.asarray(written.dataobj), np.asarray(nib.load(_write(label, tmp_path / "l.nii.gz")).dataobj)
     for value in (1, 2):
         assert _dice(predicted == value, truth == value) >= 0.98, (geometry, value)
-    assert set(result.seconds) == {"read", "network", "to_grid", "postprocess", "write"}
+    assert set(result.seconds) == {"read", "preprocess", "network", "to_grid", "postprocess", "write"}
 
 
 def test_probabilities_and_volumes_follow_the_labels(tmp_path):
