@@ -169,3 +169,23 @@ def test_killed_batch_resumes_with_the_rest(tmp_path):
     summary = predict_many(oracle_model(), [inputs], out, QUIET)
     assert [r.status for r in summary.results] == ["skipped", "done", "done"]
     assert "case2" in (out / "volumes.csv").read_text()
+
+
+@pytest.mark.slow
+def test_torchrun_splits_the_cases_each_exactly_once(tmp_path):
+    checkpoint = write_checkpoint(tmp_path / "best.pt")
+    inputs = tmp_path / "in"
+    inputs.mkdir()
+    for index in range(3):
+        image, _ = phantom_scan(DIRECTIONS["LPS"], shape=(36, 32, 18), origin=(0, index, 0))
+        _write(image, inputs / f"case{index}.nii.gz")
+    command = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node", "2", "-m", "radseg", "predict", "--model",
+                             str(checkpoint), "--input", str(inputs), "--output", str(tmp_path / "out"),
+                             "--device", "cpu"]
+    done = subprocess.run(command, env={**os.environ, "OMP_NUM_THREADS": "1"}, capture_output=True, text=True,
+                          timeout=600, cwd=tmp_path)
+    assert done.returncode == 0, done.stderr[-3000:]
+    counts = [int(line.split("predict: ")[1].split(" done")[0]) for line in done.stdout.splitlines()
+              if line.startswith("predict: ")]
+    assert sorted(counts) == [1, 2], done.stdout + done.stderr[-2000:]  # 3 cases over 2 processes, none twice
+    assert len((tmp_path / "out" / "volumes.csv").read_text().splitlines()) == 4
