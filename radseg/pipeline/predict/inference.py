@@ -118,29 +118,12 @@ def sliding_window_predict(
         device = next(network.parameters()).device
     output_device = image.device if output_device is None else output_device
     spatial_dims = image.ndim - 2
-
-    counter = _WindowCounter()
-
-    def _predictor(patch: torch.Tensor, coords: list, mask: torch.Tensor | None) -> torch.Tensor:
-        keep = _windows_with_body(mask, coords, patch.shape[0])
-        if counter.channels is None and not bool(keep.any()):
-            keep[0] = True  # one window runs to learn the output channels
-        counter.add(int(keep.sum()), patch.shape[0])
-        if not bool(keep.any()):
-            return patch.new_zeros((patch.shape[0], counter.channels, *patch.shape[2:]), dtype=torch.float32)
-        with autocast(device, amp):
-            ran = full_resolution_output(network(patch if bool(keep.all()) else patch[keep])).float()
-        counter.channels = ran.shape[1]
-        if bool(keep.all()):
-            return ran
-        out = ran.new_zeros((patch.shape[0], *ran.shape[1:]))
-        out[keep] = ran
-        return out
+    runner = _WindowRunner(network, device, amp)
 
     def _one_pass(volume: torch.Tensor, mask: torch.Tensor | None = None) -> torch.Tensor:
         mask = None if mask is None else _pad_like_monai(mask, window)
         return sliding_window_inference(
-            volume, window, inference_cfg.sw_batch_size, _predictor,
+            volume, window, inference_cfg.sw_batch_size, runner,
             overlap=inference_cfg.overlap, mode=inference_cfg.blend_mode,
             sw_device=device, device=output_device, progress=progress, with_coord=True, mask=mask,
         )
@@ -154,21 +137,39 @@ def sliding_window_predict(
         logits = logits.as_tensor() if hasattr(logits, "as_tensor") else logits
         if mask is not None:
             logger.info("sliding window: ran %d of %d windows (%d outside the body skipped)",
-                        counter.ran, counter.total, counter.total - counter.ran)
+                        runner.ran, runner.total, runner.total - runner.ran)
         return torch.softmax(logits, dim=1) if softmax else logits
 
 
-class _WindowCounter:
-    """How many windows ran of how many the tiling has (summed over mirrored passes)."""
+class _WindowRunner:
+    """Runs the network on the windows that hold body and counts how many ran of the tiling.
 
-    def __init__(self) -> None:
+    Called by MONAI's sliding window with each batch of windows and their coordinates; windows
+    without a body voxel get zero logits without a forward pass.
+    """
+
+    def __init__(self, network: torch.nn.Module, device, amp: torch.dtype | None) -> None:
+        self.network, self.device, self.amp = network, device, amp
         self.ran = 0
         self.total = 0
         self.channels: int | None = None
 
-    def add(self, ran: int, total: int) -> None:
-        self.ran += ran
-        self.total += total
+    def __call__(self, patch: torch.Tensor, coords: list, mask: torch.Tensor | None) -> torch.Tensor:
+        keep = _windows_with_body(mask, coords, patch.shape[0])
+        if self.channels is None and not bool(keep.any()):
+            keep[0] = True  # one window runs to learn the output channels
+        self.ran += int(keep.sum())
+        self.total += patch.shape[0]
+        if not bool(keep.any()):
+            return patch.new_zeros((patch.shape[0], self.channels, *patch.shape[2:]), dtype=torch.float32)
+        with autocast(self.device, self.amp):
+            ran = full_resolution_output(self.network(patch if bool(keep.all()) else patch[keep])).float()
+        self.channels = ran.shape[1]
+        if bool(keep.all()):
+            return ran
+        out = ran.new_zeros((patch.shape[0], *ran.shape[1:]))
+        out[keep] = ran
+        return out
 
 
 def _batched_mask(body_mask: torch.Tensor | None, image: torch.Tensor) -> torch.Tensor | None:

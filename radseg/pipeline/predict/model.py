@@ -71,27 +71,14 @@ def load_predict_model(checkpoint: str | Path, device: str = "auto") -> PredictM
         DataError: the file is missing, unreadable, or written by another radseg version (keys
             missing), or the network is not a 3D segmentation network.
     """
-    from radseg.configs.loader import load_config
     from radseg.networks import build_network
-    from radseg.networks.registry import get_entry
     from radseg.pipeline.core.checkpoint import load_checkpoint
     from radseg.pipeline.core.distributed import pick_device
     from radseg.pipeline.predict.inference import resolve_amp
-    from radseg.transforms.fingerprint import ResolvedPreprocess
 
     saved = load_checkpoint(checkpoint)
     _check_format(saved, checkpoint)
-    try:
-        cfg = load_config(saved["config"])
-        resolved = ResolvedPreprocess.from_dict(saved["preprocess"])
-    except (RadsegError, TypeError, KeyError) as err:
-        raise DataError(f"checkpoint {checkpoint} holds a config or preprocessing this radseg version cannot "
-                        f"read ({err}); it was written by another radseg version; fix: predict with that "
-                        "version or retrain") from err
-    entry = get_entry(cfg.network.name)
-    if entry.spatial_dims != 3 or entry.task != "segmentation":
-        raise DataError(f"checkpoint {checkpoint} holds {cfg.network.name!r}, a {entry.spatial_dims}D "
-                        f"{entry.task} network; radseg predict needs a 3D segmentation network")
+    cfg, resolved = _settings(saved, checkpoint)
     network = build_network(cfg.network, in_channels=saved["in_channels"], out_channels=saved["out_channels"])
     try:
         network.load_state_dict(saved["model"])
@@ -107,6 +94,26 @@ def load_predict_model(checkpoint: str | Path, device: str = "auto") -> PredictM
         in_channels=int(saved["in_channels"]), num_classes=int(saved["out_channels"]),
         device=run_device, amp=resolve_amp(cfg.train.amp, run_device), source=str(checkpoint),
     )
+
+
+def _settings(saved: dict, checkpoint: str | Path):
+    """The config and resolved preprocessing in a checkpoint, checked for a 3D segmentation network."""
+    from radseg.configs.loader import load_config
+    from radseg.networks.registry import get_entry
+    from radseg.transforms.fingerprint import ResolvedPreprocess
+
+    try:
+        cfg = load_config(saved["config"])
+        resolved = ResolvedPreprocess.from_dict(saved["preprocess"])
+    except (RadsegError, TypeError, KeyError) as err:
+        raise DataError(f"checkpoint {checkpoint} holds a config or preprocessing this radseg version cannot "
+                        f"read ({err}); it was written by another radseg version; fix: predict with that "
+                        "version or retrain") from err
+    entry = get_entry(cfg.network.name)
+    if entry.spatial_dims != 3 or entry.task != "segmentation":
+        raise DataError(f"checkpoint {checkpoint} holds {cfg.network.name!r}, a {entry.spatial_dims}D "
+                        f"{entry.task} network; radseg predict needs a 3D segmentation network")
+    return cfg, resolved
 
 
 def _check_format(saved: object, checkpoint: str | Path) -> None:

@@ -112,3 +112,15 @@ def test_output_folder_that_cannot_be_written(capsys, checkpoint, scan, tmp_path
     blocker.write_text("not a folder")
     code, err = _predict(capsys, checkpoint, scan, blocker / "out")
     assert code == 2 and "cannot be written" in _one_line(err)
+
+
+def test_gantry_tilted_dicom_series(capsys, checkpoint, tmp_path):
+    folder = tmp_path / "tilt"
+    folder.mkdir()
+    for file in sorted(real_data("dcmqi_ct3slice", "ct-3slice").iterdir()):
+        dataset = pydicom.dcmread(file)
+        x, y, z = (float(v) for v in dataset.ImagePositionPatient)
+        dataset.ImagePositionPatient = [x, y + 0.3 * z, z]  # slices slide along y as z grows: a tilt
+        dataset.save_as(folder / file.name)
+    code, err = _predict(capsys, checkpoint, folder, tmp_path / "out")
+    assert code == 1 and "tilted gantry" in _one_line(err)
