@@ -20,13 +20,13 @@ import SimpleITK as sitk
 import torch
 from monai.data import MetaTensor
 from monai.transforms import Compose, LoadImaged, Spacingd
-from monai.utils import MetaKeys
+from monai.utils import MetaKeys, SpaceKeys
 
 from radseg import keys
 from radseg.errors import DataError
 from radseg.pipeline.predict.inputs import PredictCase
 from radseg.transforms import dicom as _dicom
-from radseg.transforms.io import SimpleITKReader, read_header, read_image
+from radseg.transforms.io import read_header, read_image, sitk_affine_ras
 from radseg.transforms.preprocess import build_inference_transforms
 
 logger = logging.getLogger(__name__)
@@ -178,10 +178,24 @@ def _check_intensities(image: sitk.Image, case: PredictCase, modality: str) -> N
 
 
 def _to_metatensor(image: sitk.Image, case: PredictCase) -> MetaTensor:
-    """What ``LoadImaged(reader=SimpleITKReader())`` gives, from an image already read."""
-    array, meta = SimpleITKReader().get_data(image)
-    meta["filename_or_obj"] = str(case.path)
-    return MetaTensor.ensure_torch_and_prune_meta(np.asarray(array, dtype=np.float32), meta)
+    """What ``LoadImaged(reader=SimpleITKReader())`` gives, from an image already read.
+
+    The voxels are viewed in SimpleITK's buffer, transposed to (x, y, z) as a strided view and
+    cast to float32 in one pass; no C-contiguous copy is made (MONAI's loader makes one, which
+    costs more than the file read itself on a large scan).
+    """
+    array = np.asarray(sitk.GetArrayViewFromImage(image)).T.astype(np.float32)
+    affine = sitk_affine_ras(image)
+    meta = {
+        "spacing": np.asarray(image.GetSpacing()),
+        MetaKeys.ORIGINAL_AFFINE: affine,
+        MetaKeys.AFFINE: affine.copy(),
+        MetaKeys.SPACE: SpaceKeys.RAS,
+        MetaKeys.SPATIAL_SHAPE: np.asarray(image.GetSize()),
+        MetaKeys.ORIGINAL_CHANNEL_DIM: float("nan"),
+        "filename_or_obj": str(case.path),
+    }
+    return MetaTensor(torch.from_numpy(array), meta=meta)
 
 
 def _preprocess(loaded: MetaTensor, resolved, grid: Grid) -> PreparedCase:

@@ -145,9 +145,9 @@ def _labels_to_grid(logits: torch.Tensor, mapping: AxisMap, shape: tuple[int, in
     order = [mapping.axes[2], mapping.axes[1], mapping.axes[0]]
     pre_labels = logits.argmax(dim=0).to(torch.uint8).permute(*order).numpy()
     uniform = _uniform_cells(pre_labels)
-    base = logits.float().contiguous().numpy()
+    base = logits.float().contiguous()
     flat = base.reshape(base.shape[0], -1)
-    strides = [base.strides[1 + a] // base.itemsize for a in order]  # flat-index steps along z, y, x
+    strides = [base.stride(1 + a) for a in order]  # flat-index steps along z, y, x
     axes = [_axis(mapping.scale[i], mapping.offset[i], torch.arange(shape[i]), pre_labels.shape[2 - i])
             for i in range(3)]
     x_axis, y_axis, z_axis = (_numpy_axis(a) for a in axes)
@@ -189,7 +189,7 @@ def _next(array: np.ndarray, axis: int) -> np.ndarray:
     return array.take(index, axis)
 
 
-def _interpolate_points(flat: np.ndarray, strides: list[int], axes: tuple[dict, dict, dict],
+def _interpolate_points(flat: torch.Tensor, strides: list[int], axes: tuple[dict, dict, dict],
                         points: tuple[np.ndarray, np.ndarray, np.ndarray]) -> np.ndarray:
     """Trilinear logits at the given output voxels, then their argmax (uint8).
 
@@ -199,14 +199,20 @@ def _interpolate_points(flat: np.ndarray, strides: list[int], axes: tuple[dict, 
         axes: the z (this slab's rows), y and x interpolation tables.
         points: z, y, x indices of the voxels within the slab.
     """
-    corners = []  # per axis: ((flat offset, weight) for the low and the high neighbour)
-    for axis, index, stride in zip(axes, points, strides):
-        weight = axis["weight"][index]
-        corners.append(((axis["low"][index] * stride, 1 - weight), (axis["high"][index] * stride, weight)))
-    total = np.zeros((flat.shape[0], points[0].size), dtype=np.float32)
-    for (z_offset, z_weight), (y_offset, y_weight), (x_offset, x_weight) in itertools.product(*corners):
-        index = z_offset + y_offset + x_offset
-        weight = z_weight * y_weight * x_weight
-        for channel in range(flat.shape[0]):
-            total[channel] += flat[channel].take(index) * weight
-    return total.argmax(axis=0).astype(np.uint8)
+    (z_axis, y_axis, x_axis), (z_idx, y_idx, x_idx) = axes, points
+    total = torch.zeros((flat.shape[0], z_idx.size), dtype=torch.float32)
+    for z_key, z_weight in _sides(z_axis, z_idx):
+        z_offset = torch.from_numpy(z_axis[z_key][z_idx] * strides[0])
+        for y_key, y_weight in _sides(y_axis, y_idx):
+            zy_offset = z_offset + torch.from_numpy(y_axis[y_key][y_idx] * strides[1])
+            zy_weight = z_weight * y_weight
+            for x_key, x_weight in _sides(x_axis, x_idx):
+                values = flat.index_select(1, zy_offset + torch.from_numpy(x_axis[x_key][x_idx] * strides[2]))
+                total.addcmul_(values, (zy_weight * x_weight)[None])
+    return total.argmax(dim=0).to(torch.uint8).numpy()
+
+
+def _sides(axis: dict, index: np.ndarray) -> tuple[tuple[str, torch.Tensor], tuple[str, torch.Tensor]]:
+    """The low and high neighbour of each point along one axis, with their linear weights."""
+    weight = torch.from_numpy(axis["weight"][index])
+    return ("low", 1 - weight), ("high", weight)
