@@ -37,11 +37,13 @@ class PredictCase:
         name: the output name (file stem, or series description + UID for DICOM).
         path: the image file or the DICOM folder.
         series_uid: the SeriesInstanceUID for DICOM input, else None.
+        files: the slices of a DICOM series (sorted along the normal), as found.
     """
 
     name: str
     path: Path
     series_uid: str | None = None
+    files: tuple[str, ...] = ()
 
     @property
     def is_dicom(self) -> bool:
@@ -126,7 +128,7 @@ def _series_cases(folder: Path, series: dict[str, list[str]]) -> Iterable[Predic
     for uid, files in sorted(series.items()):
         description = series_description(files[0]) or "series"
         yield PredictCase(name=_safe(f"{description}_{uid}" if uid else description), path=folder,
-                          series_uid=uid)
+                          series_uid=uid, files=tuple(files))
 
 
 def _safe(name: str) -> str:
@@ -149,7 +151,7 @@ def _unique(cases: list[PredictCase]) -> list[PredictCase]:
         while name in seen:
             name, index = f"{base}_{index}", index + 1
         seen.add(name)
-        unique.append(PredictCase(name=name, path=case.path, series_uid=case.series_uid))
+        unique.append(PredictCase(name=name, path=case.path, series_uid=case.series_uid, files=case.files))
     if len(unique) != len({c.name for c in cases}):
         logger.info("some cases share a file name; their outputs are named after their folders")
     return unique

@@ -26,7 +26,7 @@ from radseg import keys
 from radseg.errors import DataError
 from radseg.pipeline.predict.inputs import PredictCase
 from radseg.transforms import dicom as _dicom
-from radseg.transforms.io import read_header, read_image, sitk_affine_ras
+from radseg.transforms.io import read_image, sitk_affine_ras
 from radseg.transforms.preprocess import build_inference_transforms
 
 logger = logging.getLogger(__name__)
@@ -132,17 +132,22 @@ def prepare_case(case: PredictCase, model, *, check_modality: bool = True,
 
 
 def _check_dicom_series(case: PredictCase, modality: str | None) -> None:
-    header = read_header(case.path, case.series_uid)
-    if not header.slices_even:
+    files = list(case.files) or _dicom.series_files(case.path, case.series_uid)
+    try:
+        geometry = _dicom.slice_geometry(files)
+    except (OSError, ValueError, KeyError, AttributeError) as err:
+        raise DataError(f"cannot read the DICOM slice positions of series {case.name} in {case.path}: {err}; "
+                        "expected ImagePositionPatient/ImageOrientationPatient/PixelSpacing on every slice; "
+                        "fix: re-export the series") from err
+    if not geometry.slices_even:
         raise DataError(f"DICOM series {case.name} in {case.path} has unevenly spaced slices (missing "
                         "slices?); a 3D grid cannot hold it and the mask would be misplaced; fix: export "
                         "the complete series, or resample it to even spacing (dcm2niix) and predict the NIfTI")
-    if header.gantry_tilt:
+    if geometry.gantry_tilt:
         raise DataError(f"DICOM series {case.name} in {case.path} was acquired with a tilted gantry; "
                         "its slices are sheared, which a 3D grid cannot hold; fix: convert it with tilt "
                         "correction (dcm2niix) and predict the NIfTI")
-    first = _dicom.series_files(case.path, case.series_uid)[0]
-    dataset = pydicom.dcmread(first, force=True)
+    dataset = pydicom.dcmread(files[0], force=True)
     if "PixelData" not in dataset:
         raise DataError(f"DICOM series {case.name} in {case.path} holds no pixel data (SOP class "
                         f"{dataset.get('SOPClassUID', 'unknown')}); expected an image series; fix: point "
