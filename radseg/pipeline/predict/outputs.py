@@ -114,8 +114,8 @@ def write_record(record: dict, path: Path) -> Path:
 
 def volumes_ml(labels: np.ndarray, num_classes: int, voxel_ml: float) -> list[float]:
     """Volume in mL of each foreground class ``1..num_classes-1``."""
-    counts = np.bincount(labels.ravel(), minlength=num_classes)
-    return [float(counts[c]) * voxel_ml for c in range(1, num_classes)]
+    # one comparison per class: np.bincount would first copy the uint8 labels to int64 (8x the memory)
+    return [float(np.count_nonzero(labels == c)) * voxel_ml for c in range(1, num_classes)]
 
 
 def write_volumes_csv(folder: Path) -> Path | None:

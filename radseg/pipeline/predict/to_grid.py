@@ -23,6 +23,8 @@ import torch
 
 #: tolerance on the off-axis terms of the original -> preprocessed index map
 _AXIS_TOLERANCE = 1e-3
+#: flag bit marking cells whose corners disagree (labels stay below it: at most 127 classes)
+_MIXED = np.uint8(128)
 
 
 @dataclass(frozen=True)
@@ -143,22 +145,24 @@ def _labels_to_grid(logits: torch.Tensor, mapping: AxisMap, shape: tuple[int, in
     """Argmax labels on the original grid, (Z, Y, X): gathered in uniform cells, interpolated elsewhere."""
     # preprocessed volumes in the original axis order, reversed to (Z', Y', X') like the output
     order = [mapping.axes[2], mapping.axes[1], mapping.axes[0]]
-    pre_labels = logits.argmax(dim=0).to(torch.uint8).permute(*order).numpy()
-    uniform = _uniform_cells(pre_labels)
+    pre_labels = channel_argmax(logits).permute(*order).numpy()
+    # one byte per voxel: the label, plus _MIXED where the cell's 8 corners disagree
+    coded = np.where(_uniform_cells(pre_labels), pre_labels, pre_labels | _MIXED)
     base = logits.float().contiguous()
     flat = base.reshape(base.shape[0], -1)
     strides = [base.stride(1 + a) for a in order]  # flat-index steps along z, y, x
     axes = [_axis(mapping.scale[i], mapping.offset[i], torch.arange(shape[i]), pre_labels.shape[2 - i])
             for i in range(3)]
     x_axis, y_axis, z_axis = (_numpy_axis(a) for a in axes)
+    # one gather per slab: each output (y, x) reads one (y', x') of the preprocessed plane
+    plane = (y_axis["low"][:, None] * coded.shape[2] + x_axis["low"][None, :]).ravel()
     labels = np.empty(shape[::-1], dtype=np.uint8)
     for start in range(0, shape[2], slab):
         rows = slice(start, min(start + slab, shape[2]))
         z_part = {key: value[rows] for key, value in z_axis.items()}
-        block = pre_labels.take(z_part["low"], 0).take(y_axis["low"], 1).take(x_axis["low"], 2)
-        mixed = uniform.take(z_part["low"], 0).take(y_axis["low"], 1).take(x_axis["low"], 2)
-        np.logical_not(mixed, out=mixed)
-        z_idx, y_idx, x_idx = np.nonzero(mixed)
+        block = coded[z_part["low"]].reshape(len(z_part["low"]), -1)
+        block = np.take(block, plane, axis=1).reshape(-1, shape[1], shape[0])
+        z_idx, y_idx, x_idx = np.nonzero(block >= _MIXED)
         if z_idx.size:
             block[z_idx, y_idx, x_idx] = _interpolate_points(flat, strides, (z_part, y_axis, x_axis),
                                                              (z_idx, y_idx, x_idx))
@@ -167,6 +171,21 @@ def _labels_to_grid(logits: torch.Tensor, mapping: AxisMap, shape: tuple[int, in
         block[:, :, ~x_axis["inside"]] = 0
         labels[rows] = block
     return labels
+
+
+def channel_argmax(logits: torch.Tensor) -> torch.Tensor:
+    """Argmax over the channels of ``(C, ...)`` logits as uint8 (first maximum wins, like argmax).
+
+    One pass per channel: ``torch.argmax`` over a short leading axis of a large volume is many
+    times slower on CPU.
+    """
+    best = logits[0].clone()
+    index = torch.zeros(logits.shape[1:], dtype=torch.uint8)
+    for channel in range(1, logits.shape[0]):
+        better = logits[channel] > best
+        index.masked_fill_(better, channel)
+        torch.maximum(best, logits[channel], out=best)
+    return index
 
 
 def _numpy_axis(axis: _Axis) -> dict[str, np.ndarray]:
@@ -209,7 +228,7 @@ def _interpolate_points(flat: torch.Tensor, strides: list[int], axes: tuple[dict
             for x_key, x_weight in _sides(x_axis, x_idx):
                 values = flat.index_select(1, zy_offset + torch.from_numpy(x_axis[x_key][x_idx] * strides[2]))
                 total.addcmul_(values, (zy_weight * x_weight)[None])
-    return total.argmax(dim=0).to(torch.uint8).numpy()
+    return channel_argmax(total).numpy()
 
 
 def _sides(axis: dict, index: np.ndarray) -> tuple[tuple[str, torch.Tensor], tuple[str, torch.Tensor]]:
