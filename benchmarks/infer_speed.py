@@ -176,18 +176,18 @@ def _measure(system: str, scan: Path, out: Path) -> dict:
 
 
 def _table(rows: list[tuple[str, str, dict]]) -> str:
-    head = f"{'scan':<22}{'system':<16}" + "".join(f"{s:>11}" for s in (*STAGES, "total")) + \
+    head = f"{'scan':<27}{'system':<16}" + "".join(f"{s:>11}" for s in (*STAGES, "total")) + \
         f"{'non-net %':>11}{'peak GB':>9}{'speed-up':>10}"
     lines = [head, "-" * len(head)]
     baseline = {scan: r for scan, system, r in rows if system == "monai-tutorial"}
     for scan, system, r in rows:
         if "error" in r:
-            lines.append(f"{scan:<22}{system:<16}failed: {r['error']}")
+            lines.append(f"{scan:<27}{system:<16}failed: {r['error']}")
             continue
         outside = 100 * (r["total"] - r["network"]) / r["total"]
         base = baseline.get(scan, {})
         speedup = f"{base['total'] / r['total']:.2f}x" if "total" in base and system == "radseg" else ""
-        lines.append(f"{scan:<22}{system:<16}" + "".join(f"{r[s]:>11.1f}" for s in (*STAGES, "total")) +
+        lines.append(f"{scan:<27}{system:<16}" + "".join(f"{r[s]:>11.1f}" for s in (*STAGES, "total")) +
                      f"{outside:>11.1f}{r['peak_rss_gb']:>9.2f}{speedup:>10}")
     return "\n".join(lines)
 
