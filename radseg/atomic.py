@@ -15,11 +15,13 @@ from typing import Iterator
 
 
 @contextlib.contextmanager
-def atomic_path(path: str | Path) -> Iterator[Path]:
+def atomic_path(path: str | Path, keep_suffix: bool = False) -> Iterator[Path]:
     """A temporary path to write to; renamed over ``path`` when the block ends without error.
 
     Args:
         path: the destination. Its folder must exist.
+        keep_suffix: end the temporary name with the destination's name (``.nii.gz``), for
+            writers that pick the format from the file name.
 
     Yields:
         A hidden temporary path in the same folder (same file system, so the rename is atomic);
@@ -27,6 +29,8 @@ def atomic_path(path: str | Path) -> Iterator[Path]:
     """
     path = Path(path)
     tmp = path.with_name(f".{path.name}.{os.getpid()}.{threading.get_ident()}.tmp")
+    if keep_suffix:
+        tmp = path.with_name(f".tmp.{os.getpid()}.{threading.get_ident()}.{path.name}")
     try:
         yield tmp
         _fsync(tmp)

@@ -142,6 +142,41 @@ def _cmd_evaluate(args: argparse.Namespace) -> int:
     print(result)
     return 0
 
+def _cmd_predict(args: argparse.Namespace) -> int:
+    from radseg.pipeline.predict.postprocess import PostprocessConfig
+    from radseg.pipeline.predict.predict import PredictOptions, predict_many
+
+    options = PredictOptions(
+        overlap=args.overlap, sw_batch_size=args.sw_batch_size, tta=args.tta, probabilities=args.probabilities,
+        postprocess=PostprocessConfig(largest_component=args.largest_component, fill_holes=args.fill_holes,
+                                      min_component_ml=args.min_component_ml),
+        overwrite=args.overwrite, check_modality=not args.no_modality_check,
+    )
+    summary = predict_many(args.model, args.input, args.output, options, device=args.device)
+    for result in summary.failed:
+        print(f"failed: {result.name}: {result.message}", file=sys.stderr)
+    print(f"predict: {summary}; outputs in {args.output}")
+    return 1 if summary.failed else 0
+
+
+def _add_predict_parser(sub) -> None:
+    p = sub.add_parser("predict", help="segment new scans with a trained run's checkpoint")
+    p.add_argument("--model", type=Path, required=True, help="a run's best.pt")
+    p.add_argument("--input", nargs="+", required=True, metavar="P",
+                   help="NIfTI/NRRD/MHA files, DICOM series folders, or folders of them (searched recursively)")
+    p.add_argument("--output", type=Path, required=True, help="folder for the masks")
+    p.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"])
+    p.add_argument("--overlap", type=float, default=None, help="sliding-window overlap (default: the run's)")
+    p.add_argument("--sw-batch-size", type=int, default=None, help="windows per forward pass")
+    p.add_argument("--tta", action="store_true", help="average over mirrored copies (8x slower)")
+    p.add_argument("--probabilities", action="store_true", help="also write float16 probabilities (.npz)")
+    p.add_argument("--largest-component", action="store_true", help="keep the largest component per class")
+    p.add_argument("--fill-holes", action="store_true", help="fill cavities enclosed by a class")
+    p.add_argument("--min-component-ml", type=float, default=0.0, help="drop components under this many mL")
+    p.add_argument("--no-modality-check", action="store_true", help="predict scans that look like another modality")
+    p.add_argument("--overwrite", action="store_true", help="predict cases whose outputs exist")
+    p.set_defaults(func=_cmd_predict)
+
 
 def build_parser() -> argparse.ArgumentParser:
     """The argument parser with every subcommand."""
@@ -195,6 +230,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--resample", action="store_true", help="resample predictions on another grid onto the truth's (nearest)")
     p.add_argument("--overwrite", action="store_true", help="replace earlier results in --output")
     p.set_defaults(func=_cmd_evaluate)
+
+
+    _add_predict_parser(sub)
     return parser
 
 

@@ -55,9 +55,16 @@ def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") 
         return torch.load(path, map_location=map_location, weights_only=True)
     except Exception as err:  # torch raises several types for torn or foreign files
         raise DataError(
-            f"checkpoint {path} cannot be read as a radseg checkpoint ({type(err).__name__}: {err}); "
+            f"checkpoint {path} cannot be read as a radseg checkpoint ({type(err).__name__}: "
+            f"{_first_line(err)}); "
             "it may be damaged or written by another tool"
         ) from err
+
+
+def _first_line(err: Exception) -> str:
+    """The first line of an error message (torch's unpickling errors run to a dozen lines)."""
+    lines = [line.strip() for line in str(err).splitlines() if line.strip()]
+    return lines[0][:200] if lines else type(err).__name__
 
 
 def capture_rng_state() -> dict[str, Any]:

@@ -3,7 +3,10 @@
 :func:`sliding_window_predict` runs a network over a whole volume in ``roi_size`` windows
 (MONAI's :func:`~monai.inferers.sliding_window_inference`), blends overlapping windows with a
 Gaussian or constant weight, optionally averages mirrored copies (test-time augmentation), and
-keeps only the full-resolution head of a deep-supervision network.
+keeps only the full-resolution head of a deep-supervision network. Given a body mask, windows
+that hold no body voxel are not run (their logits are zero, which leaves every argmax that a run
+window covers unchanged and makes voxels covered by skipped windows only background); the log
+says how many windows ran of the full tiling.
 :class:`SlidingWindowPredictor` is a thin class holding the same arguments.
 """
 
@@ -121,6 +124,7 @@ def sliding_window_predict(
     output_device: torch.device | str | None = None,
     progress: bool = False,
     channels_last: bool = False,
+    body_mask: torch.Tensor | None = None,
 ) -> torch.Tensor:
     """Predict a whole volume window by window.
 
@@ -137,6 +141,8 @@ def sliding_window_predict(
             large scan can stay in CPU memory while windows run on the GPU.
         progress: show a tqdm bar over the windows.
         channels_last: feed 3D windows as ``channels_last_3d`` tensors (see :func:`use_channels_last`).
+        body_mask: optional boolean ``(B, 1, X, Y, Z)`` (or ``(X, Y, Z)``) mask of the body on
+            the image's grid; windows without a body voxel are skipped (zero logits).
 
     Returns:
         ``(B, out_channels, X, Y, Z)`` float32 logits (or probabilities), the image's spatial shape.
@@ -149,24 +155,91 @@ def sliding_window_predict(
         device = next(network.parameters()).device
     output_device = image.device if output_device is None else output_device
     spatial_dims = image.ndim - 2
+    runner = _WindowRunner(network, device, amp, channels_last and spatial_dims == 3)
 
-    def _predictor(patch: torch.Tensor) -> torch.Tensor:
-        if channels_last and patch.ndim == 5:
-            patch = patch.contiguous(memory_format=torch.channels_last_3d)
-        with autocast(device, amp):
-            return full_resolution_output(network(patch)).float()
-
-    def _one_pass(volume: torch.Tensor) -> torch.Tensor:
+    def _one_pass(volume: torch.Tensor, mask: torch.Tensor | None = None) -> torch.Tensor:
+        mask = None if mask is None else _pad_like_monai(mask, window)
         return sliding_window_inference(
-            volume, window, inference_cfg.sw_batch_size, _predictor,
+            volume, window, inference_cfg.sw_batch_size, runner,
             overlap=inference_cfg.overlap, mode=inference_cfg.blend_mode,
-            sw_device=device, device=output_device, progress=progress,
+            sw_device=device, device=output_device, progress=progress, with_coord=True, mask=mask,
         )
 
+    mask = _batched_mask(body_mask, image)
     with torch.inference_mode():
-        logits = _mirrored_average(_one_pass, image, spatial_dims) if inference_cfg.mirror else _one_pass(image)
+        if inference_cfg.mirror:
+            logits = _mirrored_average(_one_pass, image, spatial_dims, mask)
+        else:
+            logits = _one_pass(image, mask)
         logits = logits.as_tensor() if hasattr(logits, "as_tensor") else logits
+        if mask is not None:
+            logger.info("sliding window: ran %d of %d windows (%d outside the body skipped)",
+                        runner.ran, runner.total, runner.total - runner.ran)
         return torch.softmax(logits, dim=1) if softmax else logits
+
+
+class _WindowRunner:
+    """Runs the network on the windows that hold body and counts how many ran of the tiling.
+
+    Called by MONAI's sliding window with each batch of windows and their coordinates; windows
+    without a body voxel get zero logits without a forward pass.
+    """
+
+    def __init__(self, network: torch.nn.Module, device, amp: torch.dtype | None, channels_last: bool = False) -> None:
+        self.network, self.device, self.amp = network, device, amp
+        self.channels_last = channels_last
+        self.ran = 0
+        self.total = 0
+        self.channels: int | None = None
+
+    def __call__(self, patch: torch.Tensor, coords: list, mask: torch.Tensor | None) -> torch.Tensor:
+        keep = _windows_with_body(mask, coords, patch.shape[0])
+        if self.channels is None and not bool(keep.any()):
+            keep[0] = True  # one window runs to learn the output channels
+        self.ran += int(keep.sum())
+        self.total += patch.shape[0]
+        if not bool(keep.any()):
+            return patch.new_zeros((patch.shape[0], self.channels, *patch.shape[2:]), dtype=torch.float32)
+        windows = patch if bool(keep.all()) else patch[keep]
+        if self.channels_last:
+            windows = windows.contiguous(memory_format=torch.channels_last_3d)
+        with autocast(self.device, self.amp):
+            ran = full_resolution_output(self.network(windows)).float()
+        self.channels = ran.shape[1]
+        if bool(keep.all()):
+            return ran
+        out = ran.new_zeros((patch.shape[0], *ran.shape[1:]))
+        out[keep] = ran
+        return out
+
+
+def _batched_mask(body_mask: torch.Tensor | None, image: torch.Tensor) -> torch.Tensor | None:
+    """The body mask as a boolean CPU tensor ``(B, 1, *spatial)`` matching the image."""
+    if body_mask is None:
+        return None
+    mask = plain_tensor(body_mask).bool().cpu()
+    while mask.ndim < image.ndim:
+        mask = mask[None]
+    if tuple(mask.shape[2:]) != tuple(image.shape[2:]):
+        raise ValueError(f"body_mask has spatial shape {tuple(mask.shape[2:])} but the image has "
+                         f"{tuple(image.shape[2:])}; expected the same grid")
+    return mask.expand(image.shape[0], 1, *image.shape[2:])
+
+
+def _pad_like_monai(mask: torch.Tensor, window: list[int]) -> torch.Tensor:
+    """Pad the mask as sliding_window_inference pads a volume smaller than the window."""
+    pad = []
+    for size, roi in reversed(list(zip(mask.shape[2:], window))):
+        diff = max(roi - size, 0)
+        pad += [diff // 2, diff - diff // 2]
+    return torch.nn.functional.pad(mask, pad) if any(pad) else mask
+
+
+def _windows_with_body(mask: torch.Tensor | None, coords: list, count: int) -> torch.Tensor:
+    """Boolean ``(count,)``: which windows of the batch hold a body voxel (all, without a mask)."""
+    if mask is None:
+        return torch.ones(count, dtype=torch.bool)
+    return torch.tensor([bool(mask[tuple(window)].any()) for window in coords], dtype=torch.bool)
 
 
 def _window_size(inference_cfg: InferenceConfig, roi_size: Sequence[int] | None, image: torch.Tensor) -> list[int]:
@@ -181,7 +254,8 @@ def _window_size(inference_cfg: InferenceConfig, roi_size: Sequence[int] | None,
     return [int(s) for s in window]
 
 
-def _mirrored_average(one_pass, image: torch.Tensor, spatial_dims: int) -> torch.Tensor:
+def _mirrored_average(one_pass, image: torch.Tensor, spatial_dims: int,
+                      mask: torch.Tensor | None = None) -> torch.Tensor:
     """Average predictions over every combination of flipped spatial axes (nnU-Net's mirroring)."""
     axes = list(range(2, 2 + spatial_dims))
     total = None
@@ -189,7 +263,8 @@ def _mirrored_average(one_pass, image: torch.Tensor, spatial_dims: int) -> torch
     for n in range(len(axes) + 1):
         for flip in itertools.combinations(axes, n):
             flipped = torch.flip(image, flip) if flip else image
-            out = one_pass(flipped)
+            flipped_mask = None if mask is None else (torch.flip(mask, flip) if flip else mask)
+            out = one_pass(flipped, flipped_mask)
             out = torch.flip(out, flip) if flip else out
             total = out if total is None else total + out
             count += 1

@@ -128,3 +128,32 @@ def test_channels_last_windows_give_the_same_prediction():
     plain = sliding_window_predict(network, image, cfg)
     last = sliding_window_predict(network.to(memory_format=torch.channels_last_3d), image, cfg, channels_last=True)
     torch.testing.assert_close(last, plain)
+
+def test_windows_outside_the_body_are_skipped_and_body_voxels_keep_the_known_answer(caplog):
+    image = _image((1, 1, 40, 33, 21))
+    body = torch.zeros(40, 33, 21, dtype=torch.bool)
+    body[2:9, 3:8, 1:6] = True  # a small body in one corner: most windows hold none of it
+    cfg = InferenceConfig(blend_mode="constant", overlap=0.0, sw_batch_size=3)
+    calls = []
+
+    class _Counting(_PlusOne):
+        def forward(self, x):
+            calls.append(x.shape[0])
+            return super().forward(x)
+
+    with caplog.at_level("INFO", logger="radseg.pipeline.predict.inference"):
+        out = sliding_window_predict(_Counting(), image, cfg, [10, 10, 7], body_mask=body)
+    assert sum(calls) == 1  # 4 x 4 x 3 = 48 windows, only the one holding the body ran
+    assert "ran 1 of 48 windows (47 outside the body skipped)" in caplog.text
+    assert torch.equal(out[0, 0][body], image[0, 0][body] + 1)
+    assert torch.equal(out[0, 0, 20:, 20:, 14:], torch.zeros(20, 13, 7))  # skipped: zero logits
+
+
+def test_body_mask_with_mirroring_and_padding_matches_the_unmasked_prediction_on_the_body():
+    image = _image((1, 1, 13, 10, 9))
+    body = torch.zeros(13, 10, 9, dtype=torch.bool)
+    body[5:9, 4:7, 3:6] = True
+    cfg = InferenceConfig(mirror=True, roi_size=[16, 8, 8], overlap=0.5)
+    masked = sliding_window_predict(_PlusOne(), image, cfg, body_mask=body)
+    plain = sliding_window_predict(_PlusOne(), image, cfg)
+    torch.testing.assert_close(masked[0, 0][body], plain[0, 0][body])

@@ -1,0 +1,227 @@
+"""Prediction on new scans: :func:`predict_case` for one scan, :func:`predict_many` for a batch.
+
+One case: read and preprocess as in training (:mod:`.prepare`), the one sliding-window predictor
+with windows outside the body skipped (:mod:`.inference`), back to the scan's own grid slab by slab
+(:mod:`.to_grid`), optional clean-ups (:mod:`.postprocess`), files written atomically
+(:mod:`.outputs`). A batch goes on past a failing case, skips cases already done, and under
+``torchrun`` gives each process its own share of the cases.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable, Sequence
+
+import numpy as np
+from tqdm import tqdm
+
+from radseg.errors import DataError, RadsegError
+from radseg.pipeline.predict import outputs
+from radseg.pipeline.predict.inference import sliding_window_predict
+from radseg.pipeline.predict.inputs import PredictCase, find_cases
+from radseg.pipeline.predict.model import PredictModel, load_predict_model
+from radseg.pipeline.predict.postprocess import PostprocessConfig, postprocess
+from radseg.pipeline.predict.prepare import StageClock, prepare_case
+from radseg.pipeline.predict.to_grid import axis_map, logits_to_grid
+
+logger = logging.getLogger(__name__)
+
+
+@dataclass
+class PredictOptions:
+    """How to predict (None: the checkpoint's own inference settings).
+
+    Attributes:
+        overlap: sliding-window overlap.
+        sw_batch_size: windows per forward pass.
+        tta: average over mirrored copies (8 passes in 3D).
+        probabilities: also write float16 class probabilities.
+        postprocess: clean-ups on the label map.
+        overwrite: predict cases whose outputs exist (default: skip them).
+        check_modality: refuse scans that look like another modality than the model's.
+        slab: original slices taken back to the grid at a time (bounds the memory).
+        progress: progress bars.
+        extra_writers: called as ``writer(case, labels, prepared, model, folder)`` after the mask
+            is written, each returning the paths it wrote (DICOM-SEG, quick-look pictures).
+    """
+
+    overlap: float | None = None
+    sw_batch_size: int | None = None
+    tta: bool = False
+    probabilities: bool = False
+    postprocess: PostprocessConfig = field(default_factory=PostprocessConfig)
+    overwrite: bool = False
+    check_modality: bool = True
+    slab: int = 16
+    progress: bool = True
+    extra_writers: Sequence[Callable] = ()
+
+
+@dataclass
+class CaseResult:
+    """One case's outcome: ``status`` is "done", "skipped" or "failed"."""
+
+    name: str
+    status: str
+    mask: Path | None = None
+    message: str = ""
+    seconds: dict[str, float] = field(default_factory=dict)
+    volumes_ml: dict[str, float] = field(default_factory=dict)
+
+
+@dataclass
+class PredictSummary:
+    """The outcome of a batch."""
+
+    results: list[CaseResult]
+
+    def count(self, status: str) -> int:
+        """How many cases ended with ``status``."""
+        return sum(1 for r in self.results if r.status == status)
+
+    @property
+    def failed(self) -> list[CaseResult]:
+        """The failed cases."""
+        return [r for r in self.results if r.status == "failed"]
+
+    def __str__(self) -> str:
+        return (f"{self.count('done')} done, {self.count('skipped')} skipped (outputs present), "
+                f"{self.count('failed')} failed, of {len(self.results)} cases")
+
+
+def predict_case(model: PredictModel, case: PredictCase, output: str | Path,
+                 options: PredictOptions | None = None) -> CaseResult:
+    """Predict one scan and write its outputs (errors propagate; see :func:`predict_many`).
+
+    Args:
+        model: from :func:`radseg.pipeline.predict.model.load_predict_model`.
+        case: the scan (see :func:`radseg.pipeline.predict.inputs.find_cases`).
+        output: the output folder (must exist).
+        options: settings; defaults when None.
+
+    Returns:
+        The :class:`CaseResult` ("done" or "skipped"), with seconds per stage: ``read``
+        (read and check), ``preprocess``, ``network`` (the sliding window), ``to_grid``,
+        ``postprocess`` and ``write``.
+
+    Raises:
+        RadsegError: the scan is unreadable or unsuitable.
+    """
+    options = options or PredictOptions()
+    files = outputs.CaseOutputs(Path(output), case.name, options.probabilities)
+    if files.done() and not options.overwrite:
+        return CaseResult(case.name, "skipped", files.mask)
+    clock = StageClock()
+    prepared = prepare_case(case, model, check_modality=options.check_modality, clock=clock)
+    clock.lap("preprocess")
+    logits = _network(model, prepared, options)
+    clock.lap("network")
+    labels, probs = logits_to_grid(logits[0], axis_map(prepared.pre_affine, prepared.original_affine),
+                                   prepared.grid.size, probabilities=options.probabilities, slab=options.slab)
+    del logits
+    clock.lap("to_grid")
+    postprocess(labels, model.num_classes, prepared.grid.voxel_ml, options.postprocess)
+    clock.lap("postprocess")
+    volumes = _write(model, case, prepared, labels, probs, files, options)
+    clock.lap("write")
+    return CaseResult(case.name, "done", files.mask, seconds=clock.seconds, volumes_ml=volumes)
+
+
+def predict_many(checkpoint: str | Path | PredictModel, inputs: Sequence[str | Path], output: str | Path,
+                 options: PredictOptions | None = None, *, device: str = "auto") -> PredictSummary:
+    """Predict every scan under ``inputs`` into ``output``; one failing case does not stop the rest.
+
+    Under ``torchrun --nproc-per-node N`` each process predicts every N-th case (each case exactly
+    once); ``volumes.csv`` is written once all processes are done.
+
+    Args:
+        checkpoint: a run's ``best.pt``, or a model already loaded.
+        inputs: files, DICOM series folders, folders of them.
+        output: the output folder (created).
+        options: settings; defaults when None.
+        device: "auto", "cpu" or "cuda" (with torchrun: this process's GPU).
+
+    Returns:
+        The :class:`PredictSummary` of this process's cases.
+
+    Raises:
+        RadsegError: the checkpoint is unusable, an input path is missing, or the output folder
+            cannot be written (all before any case is predicted).
+    """
+    from radseg.pipeline.core import distributed as ddp
+
+    options = options or PredictOptions()
+    output = Path(output)
+    info = ddp.init_distributed(device)
+    try:
+        model = checkpoint if isinstance(checkpoint, PredictModel) else load_predict_model(checkpoint, str(info.device))
+        cases = find_cases(inputs, exclude=output)
+        _check_writable(output)
+        results = [_predict_or_report(model, case, output, options)
+                   for case in tqdm(ddp.split_for_rank(cases, info), desc="predict", unit="case",
+                                    disable=not options.progress)]
+        ddp.barrier(info)
+        if info.is_main:
+            outputs.write_volumes_csv(output)
+    finally:
+        ddp.cleanup_distributed(info)
+    return PredictSummary(results)
+
+
+def _predict_or_report(model, case: PredictCase, output: Path, options: PredictOptions) -> CaseResult:
+    try:
+        result = predict_case(model, case, output, options)
+    except (RadsegError, OSError, RuntimeError, ValueError, MemoryError) as err:
+        message = str(err) if isinstance(err, RadsegError) else f"{type(err).__name__}: {err}"
+        logger.error("case %s failed: %s", case.name, message)
+        return CaseResult(case.name, "failed", message=message.splitlines()[0] if message else type(err).__name__)
+    if result.status == "done":
+        logger.info("case %s: %s (%s)", case.name, result.mask,
+                    ", ".join(f"{k} {v:.1f} s" for k, v in result.seconds.items()))
+    return result
+
+
+def _network(model: PredictModel, prepared, options: PredictOptions):
+    cfg = model.cfg.inference
+    changes = {"mirror": cfg.mirror or options.tta}
+    if options.overlap is not None:
+        changes["overlap"] = options.overlap
+    if options.sw_batch_size is not None:
+        changes["sw_batch_size"] = options.sw_batch_size
+    return sliding_window_predict(
+        model.network, prepared.image, dataclasses.replace(cfg, **changes), model.cfg.train.roi_size,
+        device=model.device, amp=model.amp, output_device="cpu", body_mask=prepared.body,
+    )
+
+
+def _write(model, case, prepared, labels: np.ndarray, probs, files: outputs.CaseOutputs,
+           options: PredictOptions) -> dict[str, float]:
+    names = [model.class_name(c) for c in range(model.num_classes)]
+    outputs.write_mask(labels, prepared.grid, files.mask)
+    if probs is not None:
+        outputs.write_probabilities(probs, prepared.original_affine, names, files.probability_file)
+    for writer in options.extra_writers:
+        files.extra.extend(Path(p) for p in writer(case, labels, prepared, model, files.folder) or ())
+    volumes = dict(zip(names[1:], outputs.volumes_ml(labels, model.num_classes, prepared.grid.voxel_ml)))
+    outputs.write_record({
+        "case": case.name, "source": str(case.path), "series_uid": case.series_uid,
+        "model": model.source, "mask": files.mask.name, "shape": list(prepared.grid.size),
+        "spacing": list(prepared.grid.spacing), "volumes_ml": volumes,
+        "extra_files": [p.name for p in files.extra],
+    }, files.record)
+    return volumes
+
+
+def _check_writable(output: Path) -> None:
+    try:
+        output.mkdir(parents=True, exist_ok=True)
+        probe = output / f".radseg-write-test-{id(output)}"
+        probe.write_bytes(b"")
+        probe.unlink()
+    except OSError as err:
+        raise DataError(f"output folder {output} cannot be written ({err.strerror or err}); expected a "
+                        "folder radseg may create files in; fix: choose another --output or fix its "
+                        "permissions") from err
