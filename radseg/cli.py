@@ -143,6 +143,7 @@ def _cmd_evaluate(args: argparse.Namespace) -> int:
     return 0
 
 def _cmd_predict(args: argparse.Namespace) -> int:
+    from radseg.pipeline.predict.extra_outputs import dicom_seg_writer, quicklook_writer
     from radseg.pipeline.predict.postprocess import PostprocessConfig
     from radseg.pipeline.predict.predict import PredictOptions, predict_many
 
@@ -151,6 +152,8 @@ def _cmd_predict(args: argparse.Namespace) -> int:
         postprocess=PostprocessConfig(largest_component=args.largest_component, fill_holes=args.fill_holes,
                                       min_component_ml=args.min_component_ml),
         overwrite=args.overwrite, check_modality=not args.no_modality_check,
+        extra_writers=tuple(writer for flag, writer in ((args.dicom_seg, dicom_seg_writer),
+                                                        (args.quicklook, quicklook_writer)) if flag),
     )
     summary = predict_many(args.model, args.input, args.output, options, device=args.device)
     for result in summary.failed:
@@ -173,6 +176,8 @@ def _add_predict_parser(sub) -> None:
     p.add_argument("--largest-component", action="store_true", help="keep the largest component per class")
     p.add_argument("--fill-holes", action="store_true", help="fill cavities enclosed by a class")
     p.add_argument("--min-component-ml", type=float, default=0.0, help="drop components under this many mL")
+    p.add_argument("--dicom-seg", action="store_true", help="also write a DICOM-SEG for DICOM input (NAME_seg.dcm)")
+    p.add_argument("--quicklook", action="store_true", help="also write a PNG of three slices with the mask outlined")
     p.add_argument("--no-modality-check", action="store_true", help="predict scans that look like another modality")
     p.add_argument("--overwrite", action="store_true", help="predict cases whose outputs exist")
     p.set_defaults(func=_cmd_predict)

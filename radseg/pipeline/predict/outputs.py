@@ -9,11 +9,8 @@ done (source scan, model, class volumes in mL). A rerun skips a case whose recor
 from __future__ import annotations
 
 import csv
-import gzip
 import io
 import json
-import os
-import threading
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -21,6 +18,7 @@ import numpy as np
 import SimpleITK as sitk
 
 from radseg.atomic import atomic_path, write_text_atomic
+from radseg.transforms.nifti_gzip import write_nifti_gz
 
 MASK_SUFFIX = ".nii.gz"
 PROBABILITIES_SUFFIX = "_probabilities.npz"
@@ -68,34 +66,11 @@ class CaseOutputs:
 def write_mask(labels: np.ndarray, grid, path: Path) -> Path:
     """Write a uint8 label map ``(Z, Y, X)`` on ``grid`` as gzipped NIfTI, atomically.
 
-    SimpleITK writes the NIfTI (so the header holds exactly the geometry SimpleITK reads back),
-    uncompressed, to a hidden file beside the target; it is then gzipped at level 1 by ISA-L
-    (python-isal) where installed, else by zlib: several times faster than ITK's own gzip stream.
+    The header carries exactly the geometry SimpleITK reads back; the stream is gzipped by ISA-L
+    (:func:`radseg.transforms.nifti_gzip.write_nifti_gz`, several times faster than ITK's own).
     """
-    image = grid.apply(sitk.GetImageFromArray(labels, isVector=False))
-    raw = path.with_name(f".raw.{os.getpid()}.{threading.get_ident()}.{path.name[:-3]}")
-    try:
-        sitk.WriteImage(image, str(raw), useCompression=False)
-        del image
-        with atomic_path(path) as tmp:
-            _gzip_file(raw, tmp)
-    finally:
-        raw.unlink(missing_ok=True)
-    return path
-
-
-def _gzip_file(source: Path, target: Path, chunk: int = 1 << 24) -> None:
-    with open(source, "rb") as reader, _gzip_open(target) as writer:
-        while block := reader.read(chunk):
-            writer.write(block)
-
-
-def _gzip_open(path: Path):
-    try:
-        from isal import igzip
-    except ImportError:  # optional accelerator
-        return gzip.open(path, "wb", compresslevel=COMPRESSION_LEVEL)
-    return igzip.open(path, "wb", compresslevel=COMPRESSION_LEVEL)
+    return write_nifti_gz(grid.apply(sitk.GetImageFromArray(labels, isVector=False)), path,
+                          compresslevel=COMPRESSION_LEVEL)
 
 
 def write_probabilities(probabilities: np.ndarray, affine_ras: np.ndarray, class_names: list[str],
