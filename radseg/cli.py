@@ -17,8 +17,9 @@ from radseg.errors import RadsegError
 def _cmd_phantom(args: argparse.Namespace) -> int:
     from radseg.pipeline.data.phantom import write_phantom_dataset
 
-    root = write_phantom_dataset(args.out, num_cases=args.cases, seed=args.seed, overwrite=args.overwrite)
-    print(f"wrote phantom dataset with {args.cases} training cases to {root}")
+    root = write_phantom_dataset(args.out, num_cases=args.cases, seed=args.seed, overwrite=args.overwrite,
+                                 num_test=args.test, profile=args.profile)
+    print(f"wrote {args.profile} phantom dataset with {args.cases} training and {args.test} test cases to {root}")
     return 0
 
 
@@ -88,6 +89,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--cases", type=int, default=6, help="number of training cases")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--overwrite", action="store_true", help="replace an existing phantom folder")
+    p.add_argument("--test", type=int, default=2, help="number of held-out test cases (with labels in labelsTs)")
+    p.add_argument("--profile", default="abdomen", choices=("abdomen", "chest-pelvis"),
+                   help="abdomen: 120-160 mm slab (fast); chest-pelvis: 180-300 mm, distractors, oblique cases")
     p.set_defaults(func=_cmd_phantom)
 
     p = sub.add_parser("check-data", help="check every case of a dataset before training")
