@@ -22,6 +22,7 @@ from radseg.atomic import write_text_atomic
 from radseg.configs.schema import PreprocessConfig
 from radseg.errors import ConfigError, DataError
 from radseg.transforms.io import read_header, read_image
+from radseg.transforms.object_stats import label_objects, median_foreground_box, summarize_objects
 
 logger = logging.getLogger(__name__)
 
@@ -53,6 +54,13 @@ class Fingerprint:
     std: Union[float, None] = None
     num_foreground_samples: int = 0
     version: int = FINGERPRINT_VERSION
+    #: input channels per case (several for multi-channel MRI)
+    num_channels: int = 1
+    #: per-class object statistics (:func:`radseg.transforms.object_stats.summarize_objects`);
+    #: None unless computed with ``objects=True``
+    classes: Union[dict[str, dict[str, Any]], None] = None
+    #: median box (mm, RAS) around all foreground classes; None unless ``objects=True``
+    foreground_box_mm: Union[list[float], None] = None
 
     def to_dict(self) -> dict[str, Any]:
         """Plain JSON-ready dict."""
@@ -98,7 +106,8 @@ class ResolvedPreprocess:
 
 
 def compute_fingerprint(datalist: Sequence[dict], modality: str, *, seed: int = 0,
-                        samples_per_case: int = SAMPLES_PER_CASE, progress: bool = True) -> Fingerprint:
+                        samples_per_case: int = SAMPLES_PER_CASE, progress: bool = True,
+                        objects: bool = False) -> Fingerprint:
     """Measure the training cases: spacing and shape from headers, CT foreground intensities.
 
     Args:
@@ -108,6 +117,8 @@ def compute_fingerprint(datalist: Sequence[dict], modality: str, *, seed: int = 
         seed: seed of the foreground voxel sampling.
         samples_per_case: foreground voxels sampled per case (all of them when fewer).
         progress: show a progress bar over cases.
+        objects: also measure each label's objects per class (sizes, counts, boxes; reads every
+            label in full), as a planner needs.
 
     Returns:
         The fingerprint.
@@ -120,7 +131,7 @@ def compute_fingerprint(datalist: Sequence[dict], modality: str, *, seed: int = 
                         "fix: check the dataset path and its training list")
     modality = _canonical_modality(modality)
     rng = np.random.default_rng(seed)
-    spacings, shapes, case_ids, samples = [], [], [], []
+    spacings, shapes, case_ids, samples, label_stats = [], [], [], [], []
     for index, case in enumerate(tqdm(datalist, desc="fingerprint", unit="case", disable=not progress)):
         image_path = _first_channel(case[keys.IMAGE])
         spacing, shape = _ras_spacing_and_shape(image_path)
@@ -129,7 +140,14 @@ def compute_fingerprint(datalist: Sequence[dict], modality: str, *, seed: int = 
         case_ids.append(str(case.get(keys.CASE_ID, index)))
         if modality == "CT" and case.get(keys.LABEL):
             samples.append(_foreground_samples(image_path, case[keys.LABEL], rng, samples_per_case))
-    return _assemble(modality, case_ids, spacings, shapes, samples)
+        if objects and case.get(keys.LABEL):
+            label_stats.append(label_objects(case[keys.LABEL]))
+    fingerprint = _assemble(modality, case_ids, spacings, shapes, samples)
+    fingerprint.num_channels = 1 if isinstance(datalist[0][keys.IMAGE], (str, Path)) else len(datalist[0][keys.IMAGE])
+    if objects:
+        fingerprint.classes = summarize_objects(label_stats)
+        fingerprint.foreground_box_mm = median_foreground_box(label_stats)
+    return fingerprint
 
 
 def save_fingerprint(fingerprint: Fingerprint, path: Union[str, Path]) -> Path:
