@@ -1,4 +1,4 @@
-"""The pipeline's stages import one way only: core < data < predict < evaluate < train."""
+"""The pipeline's stages import one way only: core < data < plan < predict < evaluate < train."""
 
 import ast
 import importlib
@@ -10,7 +10,7 @@ import radseg.pipeline
 
 PIPELINE = Path(radseg.pipeline.__file__).parent
 #: each stage may import itself and the stages listed before it
-ORDER = ["core", "data", "predict", "evaluate", "train"]
+ORDER = ["core", "data", "plan", "predict", "evaluate", "train"]
 
 
 def _imported_stages(path: Path) -> set[str]:

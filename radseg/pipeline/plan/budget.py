@@ -113,14 +113,12 @@ def fit_schedule(budget_s: float, fixed_s: float, step_s: float, val_pass_s: flo
             f"{MIN_STEPS} training steps {format_seconds(MIN_STEPS * step_s)}; the minimum is about "
             f"{format_seconds(minimum)}; pass a larger --budget (e.g. --budget {math.ceil(minimum / 60) + 1}m)")
     validations = max(1, int(VAL_SHARE * budget_s // max(val_pass_s, 1e-6)))
-    epochs, steps = 1, MIN_STEPS
-    for _ in range(3):  # epochs depend on steps and steps on epochs: settle in a few rounds
-        validations_done = min(validations, epochs)
-        spare = budget_s - fixed - validations_done * val_pass_s - epochs * epoch_s
-        steps = max(int(spare // step_s), MIN_STEPS)
-        epochs = max(1, min(40, steps // 25, validations * 10))
-    per_epoch = max(steps // epochs, 1)
+    rough_steps = (budget_s - fixed - validations * val_pass_s) / step_s
+    epochs = int(max(1, min(40, rough_steps // 25, validations * 10)))
     interval = max(1, math.ceil(epochs / min(validations, epochs)))
     done = epochs // interval + (1 if epochs % interval else 0)
+    # what is left after data, validations and epoch ends is cut into equal epochs of whole steps
+    spare = budget_s - fixed - done * val_pass_s - epochs * epoch_s
+    per_epoch = max(int(spare // step_s) // epochs, 1)
     return Schedule(per_epoch, epochs, interval, done, step_s, per_epoch * epochs * step_s, done * val_pass_s,
                     fixed + epochs * epoch_s)
