@@ -75,7 +75,7 @@ def _available_ram_gb() -> float:
 
 
 def measure_step_seconds(widths: Sequence[int], roi_size: Sequence[int], patches: int, in_channels: int,
-                         out_channels: int, *, device: str = "cpu", steps: int = 2) -> float:
+                         out_channels: int, *, device: str = "cpu", steps: int = 3) -> float:
     """Seconds per training step of ``unet3d`` measured on random data (after one warm-up step).
 
     Args:

@@ -173,19 +173,20 @@ class _Search:
         smallest = rules.smallest_object_mm(self.fp.classes)
         candidates = rules.spacing_candidates(self.fp.target_spacing)
         allowed = [s for s in candidates if rules.resolves(s, smallest)] or candidates[:1]
-        chosen, passes = allowed[-1], 0.0
-        for spacing in allowed:
+        chosen, passes, steps = allowed[-1], 0.0, 0.0
+        for spacing in allowed:  # finest first: the first where a whole patch still gets enough steps
             patch = rules.patch_for(self.patch_mm, spacing)
             steps = self._train_time() / self._step_model(16, patch)
             passes = steps * PATCHES_PER_STEP * math.prod(patch) / self._data_voxels(spacing)
-            if passes >= PASSES_MIN:
+            if passes >= PASSES_MIN and steps >= STEPS_MIN[self.device]:
                 chosen = spacing
                 break
         self.spacing_value = chosen
         voxels = smallest / sorted(chosen)[1]
-        why = (f"finest spacing at which the budget passes over the {self.train_cases} training cases about "
-               f"{passes:.0f} times (at least {PASSES_MIN:.0f} wanted; data median {fmt(self.fp.median_spacing)} mm); "
-               f"the smallest objects (5th percentile {smallest:.0f} mm across) span {voxels:.1f} voxels")
+        why = (f"finest spacing at which a whole patch of a base-16 U-Net gets about {steps:.0f} steps "
+               f"({STEPS_MIN[self.device]} wanted) passing over the {self.train_cases} training cases {passes:.0f} "
+               f"times ({PASSES_MIN:.0f} wanted; data median {fmt(self.fp.median_spacing)} mm); the smallest "
+               f"objects (5th percentile {smallest:.0f} mm across) span {voxels:.1f} voxels")
         return [Decision("preprocess.target_spacing", chosen, why)]
 
     def network_and_patch(self) -> list[Decision]:
