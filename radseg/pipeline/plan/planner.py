@@ -36,7 +36,7 @@ SHRINKS = (0.85, 0.7, 0.6, 0.5)
 LOADER_FACTOR = {"cpu": 1.2, "cuda": 1.1}
 #: a validation window costs about a third of a training patch (forward only), plus stitching
 VAL_FACTOR = 0.45
-PATCHES_PER_STEP = 2
+PATCHES_PER_STEP = rules.PATCHES_PER_STEP
 
 
 @dataclass
@@ -113,9 +113,9 @@ def plan_from_fingerprint(fingerprint: Fingerprint, facts: DatasetFacts, machine
     decisions += search.spacing()
     decisions += search.network_and_patch()
     schedule = search.schedule()
-    decisions += _schedule_decisions(schedule, machine, budget_seconds)
+    decisions += rules.schedule_decisions(schedule, machine, budget_seconds)
     decisions += rules.sampler_decisions(fingerprint.classes, facts.label_names, facts.num_classes)
-    decisions += _augment_decisions(facts.modality, schedule, search.passes(schedule.steps))
+    decisions += rules.augment_decisions(facts.modality, search.passes(schedule.steps))
     decisions += _runtime_decisions(machine, search, facts)
     config = _to_config(decisions)
     notes = search.notes + ([f"--fold all: trains on all {facts.num_cases} cases; validation scores fold 0's "
@@ -245,45 +245,6 @@ class _Search:
         windows = sliding_windows(shape, self.patch, overlap)
         val_pass = self.val_cases * (windows * step / PATCHES_PER_STEP * VAL_FACTOR + 0.5)
         return fit_schedule(self.budget, self.fixed, step, val_pass, self.device)
-
-
-def _schedule_decisions(s: Schedule, machine: Machine, budget: float) -> list[Decision]:
-    end = (f"{s.steps} steps x {s.step_seconds:.2f} s = {format_seconds(s.train_seconds)} of training, "
-           f"{s.validations} validation pass(es) {format_seconds(s.val_seconds)}, data and epoch ends "
-           f"{format_seconds(s.overhead_seconds)}: {format_seconds(s.total_seconds)} of the {format_seconds(budget)} budget")
-    long_run = s.steps > 5000
-    return [
-        Decision("train.max_epochs", s.max_epochs, f"{s.max_epochs} epochs: {end}"),
-        Decision("train.iterations_per_epoch", s.iterations_per_epoch, "fixed at planning time from the measured "
-                 "step, so a resumed run repeats the same schedule"),
-        Decision("train.val_interval", s.val_interval, f"validation every {s.val_interval} epoch(s) and at the "
-                 f"end: {s.validations} pass(es), about {100 * s.val_seconds / budget:.0f}% of the budget"),
-        Decision("train.batch_size", PATCHES_PER_STEP, "nnU-Net's 2 patches per step: more optimiser steps per "
-                 "budget than larger batches at the same voxels per second"),
-        Decision("train.optimizer", "sgd" if long_run else "adamw", "SGD with Nesterov momentum for a long run "
-                 "(nnU-Net)" if long_run else "AdamW converges in few steps, as a short budget needs"),
-        Decision("train.learning_rate", 0.01 if long_run else 3e-3, "the optimiser's usual rate for this loss"),
-        Decision("train.schedule", "poly", "polynomial decay to zero at the last planned step: the run ends annealed"),
-        Decision("train.warmup_epochs", 1 if s.max_epochs >= 10 else 0, "one warm-up epoch when it is under a "
-                 "tenth of the run"),
-        Decision("train.device", machine.device, machine.describe()),
-    ]
-
-
-def _augment_decisions(modality: str, schedule: Schedule, passes: float) -> list[Decision]:
-    affine = 0.2 if passes >= 200 else 0.0
-    intensity = 0.15 if modality == "MRI" else 0.1
-    return [
-        Decision("augment.num_samples", 1, "one patch per loaded case; the batch holds two cases"),
-        Decision("augment.flip_prob", 0.0, "scans are reoriented to RAS, so left and right differ (liver right, "
-                 "spleen left); mirrored patches would teach the network to confuse them"),
-        Decision("augment.affine_prob", affine, f"the plan passes over the data {passes:.0f} times: "
-                 + ("enough to profit from rotations and scaling" if affine else "too few to profit from rotations "
-                    "and scaling, which would cost CPU time and convergence")),
-        Decision("augment.intensity_scale", intensity, f"{modality} intensities vary between scans by about this "
-                 "share after normalisation"),
-        Decision("augment.intensity_shift", intensity, "as the scale"),
-    ]
 
 
 def _runtime_decisions(machine: Machine, search: _Search, facts: DatasetFacts) -> list[Decision]:

@@ -10,6 +10,8 @@ import math
 from dataclasses import dataclass
 from typing import Any, Sequence
 
+from radseg.pipeline.plan.budget import Schedule, format_seconds
+
 #: the smallest objects (5th percentile diameter) should span this many voxels in plane
 MIN_OBJECT_VOXELS = 6.0
 #: spacing factors tried, finest first (fine axes are coarsened towards the coarse one first)
@@ -21,6 +23,8 @@ MIN_BOTTLENECK = 4
 MAX_LEVELS, MIN_LEVELS = 6, 3
 #: a class is small below this median share of a scan's voxels, rare when in fewer cases than this share
 SMALL_FRACTION, RARE_SHARE = 0.01, 0.6
+#: patches per optimiser step (nnU-Net's batch of 2)
+PATCHES_PER_STEP = 2
 
 
 @dataclass(frozen=True)
@@ -111,3 +115,44 @@ def sampler_decisions(classes: dict[str, dict], names: dict[int, str], num_class
     why = "every class is large and frequent: patches centred on foreground twice as often as on background"
     return [Decision("augment.sampler", "pos_neg", why), Decision("augment.pos", 2.0, "foreground share of 2:1"),
             Decision("augment.neg", 1.0, "background share of 2:1")]
+
+
+def schedule_decisions(s: Schedule, machine: Any, budget: float) -> list[Decision]:
+    """Epochs, iterations, validation, batch, optimiser and device for a fitted schedule."""
+    end = (f"{s.steps} steps x {s.step_seconds:.2f} s = {format_seconds(s.train_seconds)} of training, "
+           f"{s.validations} validation pass(es) {format_seconds(s.val_seconds)}, data and epoch ends "
+           f"{format_seconds(s.overhead_seconds)}: {format_seconds(s.total_seconds)} of the {format_seconds(budget)} budget")
+    long_run = s.steps > 5000
+    return [
+        Decision("train.max_epochs", s.max_epochs, f"{s.max_epochs} epochs: {end}"),
+        Decision("train.iterations_per_epoch", s.iterations_per_epoch, "fixed at planning time from the measured "
+                 "step, so a resumed run repeats the same schedule"),
+        Decision("train.val_interval", s.val_interval, f"validation every {s.val_interval} epoch(s) and at the "
+                 f"end: {s.validations} pass(es), about {100 * s.val_seconds / budget:.0f}% of the budget"),
+        Decision("train.batch_size", PATCHES_PER_STEP, "nnU-Net's 2 patches per step: more optimiser steps per "
+                 "budget than larger batches at the same voxels per second"),
+        Decision("train.optimizer", "sgd" if long_run else "adamw", "SGD with Nesterov momentum for a long run "
+                 "(nnU-Net)" if long_run else "AdamW converges in few steps, as a short budget needs"),
+        Decision("train.learning_rate", 0.01 if long_run else 3e-3, "the optimiser's usual rate for this loss"),
+        Decision("train.schedule", "poly", "polynomial decay to zero at the last planned step: the run ends annealed"),
+        Decision("train.warmup_epochs", 1 if s.max_epochs >= 10 else 0, "one warm-up epoch when it is under a "
+                 "tenth of the run"),
+        Decision("train.device", machine.device, machine.describe()),
+    ]
+
+
+def augment_decisions(modality: str, passes: float) -> list[Decision]:
+    """Augmentation: no mirroring (RAS), rotations only for long runs, intensity jitter by modality."""
+    affine = 0.2 if passes >= 200 else 0.0
+    intensity = 0.15 if modality == "MRI" else 0.1
+    return [
+        Decision("augment.num_samples", 1, "one patch per loaded case; the batch holds two cases"),
+        Decision("augment.flip_prob", 0.0, "scans are reoriented to RAS, so left and right differ (liver right, "
+                 "spleen left); mirrored patches would teach the network to confuse them"),
+        Decision("augment.affine_prob", affine, f"the plan passes over the data {passes:.0f} times: "
+                 + ("enough to profit from rotations and scaling" if affine else "too few to profit from rotations "
+                    "and scaling, which would cost CPU time and convergence")),
+        Decision("augment.intensity_scale", intensity, f"{modality} intensities vary between scans by about this "
+                 "share after normalisation"),
+        Decision("augment.intensity_shift", intensity, "as the scale"),
+    ]
