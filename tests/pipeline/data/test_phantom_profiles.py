@@ -67,3 +67,11 @@ def test_distractors_lesions_noise_and_oblique(long_cases):
             assert 15 < liver_hu - np.median(hu[lab == 2]) < 55
     assert 1 <= oblique < CASES
     assert tumour_radii and min(tumour_radii) > 4 and max(tumour_radii) < 23
+
+
+def test_cli_profile_and_test_count(tmp_path, capsys):
+    from radseg.cli import main
+
+    assert main(["phantom", str(tmp_path / "d"), "--profile", "chest-pelvis", "--cases", "1", "--test", "1"]) == 0
+    assert "chest-pelvis phantom dataset with 1 training and 1 test cases" in capsys.readouterr().out
+    assert sorted(p.name for p in (tmp_path / "d" / "labelsTs").iterdir()) == ["phantom_001.nii.gz"]
