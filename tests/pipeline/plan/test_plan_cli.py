@@ -68,3 +68,40 @@ def test_train_budget_fold_all_trains_on_every_case(phantom_dataset, tmp_path, f
     assert saved["data"]["fold"] == "all"
     assert load_config(run / "plan.yaml").data.fold == 0  # the plan as planned; the run adds --fold and --set
     assert "fold all: training on all 4 cases" in caplog.text
+
+
+def _mri_nnunet(root, cases=4, shape=(96, 96, 20), spacing=(0.6, 0.6, 3.6)):
+    """A tiny generated two-channel MRI dataset in the nnU-Net v2 raw layout (a ball as prostate)."""
+    import nibabel as nib
+    import numpy as np
+
+    rng = np.random.default_rng(0)
+    grid = np.indices(shape).astype(float) * np.asarray(spacing)[:, None, None, None]
+    for index in range(cases):
+        centre = np.asarray(shape) * spacing / 2 + rng.uniform(-5, 5, 3)
+        label = (sum((g - c) ** 2 for g, c in zip(grid, centre)) < 15.0**2).astype(np.uint8)
+        affine = np.diag([*spacing, 1.0])
+        for channel in range(2):
+            image = 100 + 50 * label + rng.normal(0, 10, shape)
+            path = root / "imagesTr" / f"pr_{index:03d}_{channel:04d}.nii.gz"
+            path.parent.mkdir(parents=True, exist_ok=True)
+            nib.save(nib.Nifti1Image(image.astype(np.float32), affine), path)
+        (root / "labelsTr").mkdir(exist_ok=True)
+        nib.save(nib.Nifti1Image(label, affine), root / "labelsTr" / f"pr_{index:03d}.nii.gz")
+    (root / "dataset.json").write_text(json.dumps({
+        "channel_names": {"0": "T2", "1": "ADC"}, "labels": {"background": 0, "prostate": 1},
+        "numTraining": cases, "file_ending": ".nii.gz", "name": "Dataset042_Tiny"}))
+    return root
+
+
+def test_plan_of_a_generated_two_channel_mri_nnunet_dataset(tmp_path, flops_timer):
+    from radseg.pipeline.plan.make_plan import plan_dataset
+
+    plan = plan_dataset(_mri_nnunet(tmp_path / "Dataset042_Tiny"), "10m", "cpu", progress=False)
+    cfg = plan.config
+    assert cfg.data.modality == "MRI" and cfg.data.num_folds == 4
+    assert cfg.preprocess.target_spacing[2] == pytest.approx(3.6)  # the coarse slice axis is never made finer
+    assert 30.0 / sorted(cfg.preprocess.target_spacing)[1] >= 6  # the 30 mm prostate spans >= 6 voxels
+    assert cfg.train.roi_size[2] * cfg.preprocess.target_spacing[2] <= 72.0 + 8 * 3.6  # within the 72 mm slab
+    assert cfg.augment.sampler == "pos_neg"  # the 30 mm ball fills 6% of this small field of view, in every case
+    assert load_config(make_plan.write_plan(plan, tmp_path / "plan.yaml")) == cfg
