@@ -17,7 +17,7 @@ from radseg.errors import ConfigError
 
 _UNITS = {"s": 1.0, "m": 60.0, "h": 3600.0}
 #: a run needs at least this many optimiser steps to be worth starting
-MIN_STEPS = 20
+MIN_STEPS = 50
 #: share of the budget validation passes may take (one pass at the end always happens)
 VAL_SHARE = 0.08
 #: seconds per epoch end beyond the steps: a fresh DataLoader's workers, last.pt, the metrics log

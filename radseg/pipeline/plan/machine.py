@@ -78,13 +78,16 @@ def measure_step_seconds(widths: Sequence[int], roi_size: Sequence[int], patches
                          out_channels: int, *, device: str = "cpu", steps: int = 3) -> float:
     """Seconds per training step of ``unet3d`` measured on random data (after one warm-up step).
 
+    The fastest timed step is returned: on a shared machine a step that another process pre-empted
+    measures that process, not the network.
+
     Args:
         widths: the U-Net's channels per level.
         roi_size: patch size (x, y, z), divisible by the network's divisor.
         patches: patches per step (batch size x samples per case).
         in_channels, out_channels: channels of the input and classes of the output.
         device: "cpu" or "cuda".
-        steps: timed steps (their median is returned).
+        steps: timed steps (the fastest is returned).
     """
     from radseg.networks import build_network
     from radseg.configs.schema import NetworkConfig
@@ -108,7 +111,7 @@ def measure_step_seconds(widths: Sequence[int], roi_size: Sequence[int], patches
         if index:
             times.append(time.perf_counter() - start)
     del network, optimizer, image, label
-    seconds = sorted(times)[len(times) // 2]
+    seconds = min(times)
     logger.info("calibration: unet3d %s, patch %s x %d: %.3f s/step", list(widths), list(roi_size), patches, seconds)
     return seconds
 
@@ -126,22 +129,27 @@ def measured_step_timer(device: str) -> StepTimer:
     return timer
 
 
+def unet_gflops(widths: Sequence[int], roi_size: Sequence[int], in_channels: int, out_channels: int) -> float:
+    """Forward GFLOPs of ``unet3d`` with ``widths`` on one patch (counted on the meta device, no arithmetic)."""
+    from radseg.configs.schema import NetworkConfig
+    from radseg.networks import build_network, count_gflops
+
+    network = build_network(NetworkConfig(name="unet3d", params={"widths": list(widths)}),
+                            in_channels=in_channels, out_channels=out_channels)
+    return count_gflops(network, roi_size, in_channels)
+
+
 def flops_step_timer(gflops_per_second: float) -> StepTimer:
     """A :data:`StepTimer` from counted FLOPs at an assumed rate (forward + backward = 3 forwards).
 
     For tests and for planning a machine one cannot measure; ``radseg plan`` measures instead.
     """
-    from radseg.configs.schema import NetworkConfig
-    from radseg.networks import build_network, count_gflops
-
     memo: dict[tuple, float] = {}
 
     def timer(widths, roi_size, patches, in_channels, out_channels) -> float:
         key = (tuple(widths), tuple(roi_size), in_channels, out_channels)
         if key not in memo:
-            network = build_network(NetworkConfig(name="unet3d", params={"widths": list(widths)}),
-                                    in_channels=in_channels, out_channels=out_channels)
-            memo[key] = count_gflops(network, roi_size, in_channels)
+            memo[key] = unet_gflops(widths, roi_size, in_channels, out_channels)
         return 3 * patches * memo[key] / gflops_per_second
 
     return timer

@@ -19,7 +19,7 @@ from radseg.configs.schema import RadsegConfig
 from radseg.errors import ConfigError, DataError
 from radseg.pipeline.plan import rules
 from radseg.pipeline.plan.budget import Schedule, fit_schedule, format_seconds, sliding_windows
-from radseg.pipeline.plan.machine import Machine, StepTimer, training_memory_gb
+from radseg.pipeline.plan.machine import Machine, StepTimer, training_memory_gb, unet_gflops
 from radseg.pipeline.plan.rules import Decision, fmt
 from radseg.transforms.fingerprint import Fingerprint
 
@@ -151,16 +151,25 @@ class _Search:
         self.spacing_value: list[float] = list(fingerprint.target_spacing)
         self.widths: list[int] = []
         self.patch: list[int] = []
+        self._flops: dict[tuple, float] = {}
 
     def _train_time(self) -> float:
         return max(self.budget * (1 - 0.12) - self.fixed, 1.0)
 
+    def _gflops(self, widths: list[int], patch: list[int]) -> float:
+        key = (tuple(widths), tuple(patch))
+        if key not in self._flops:
+            self._flops[key] = unet_gflops(widths, patch, self.facts.in_channels, self.facts.num_classes)
+        return self._flops[key]
+
     def _step_model(self, base: int, patch: list[int]) -> float:
-        """Seconds per step: measured at a reference patch, scaled by voxels (convolutions are linear)."""
+        """Seconds per step: one reference network measured, other candidates scaled by their counted FLOPs."""
         reference = [64, 64, 32] if self.device == "cpu" else [128, 128, 64]
-        widths = rules.widths_for(base, rules.levels_for(reference), WIDTH_CAP[self.device])
-        seconds = self.timer(widths, reference, PATCHES_PER_STEP, self.facts.in_channels, self.facts.num_classes)
-        return seconds * math.prod(patch) / math.prod(reference) * LOADER_FACTOR[self.device]
+        ref_widths = rules.widths_for(16, rules.levels_for(reference), WIDTH_CAP[self.device])
+        seconds = self.timer(ref_widths, reference, PATCHES_PER_STEP, self.facts.in_channels, self.facts.num_classes)
+        widths = rules.widths_for(base, rules.depth_for(patch), WIDTH_CAP[self.device])
+        ratio = self._gflops(widths, patch) / self._gflops(ref_widths, reference)
+        return seconds * ratio * LOADER_FACTOR[self.device]
 
     def _data_voxels(self, spacing: list[float]) -> float:
         return self.train_cases * math.prod(e / s for e, s in zip(self.facts.cropped_extent_mm, spacing))
@@ -228,7 +237,8 @@ class _Search:
                      f"{fmt(self.facts.cropped_extent_mm, 0)} mm")
         widths_why = (f"{len(self.widths)} levels keep >= {rules.MIN_BOTTLENECK} voxels per axis at the bottleneck "
                       f"(receptive field {field_vox} voxels = {fmt(field_mm, 0)} mm); base width "
-                      f"{self.widths[0]}: the widest measured here that leaves enough steps in the budget")
+                      f"{self.widths[0]}: the widest that leaves enough steps in the budget (a base-16 network "
+                      "measured on this machine, the others scaled by their counted FLOPs)")
         return [Decision("train.roi_size", self.patch, patch_why),
                 Decision("network.name", "unet3d", "radseg's U-Net: the depth and widths below are its parameters"),
                 Decision("network.params", {"widths": self.widths, "deep_supervision": self.device == "cuda"},

@@ -26,11 +26,11 @@ def test_sliding_windows_known_answers():
 def test_schedule_ends_inside_the_budget_and_near_it(budget):
     s = fit_schedule(budget, fixed_s=40.0, step_s=1.3, val_pass_s=15.0, device="cpu")
     assert 0.95 * budget <= s.total_seconds <= budget
-    assert s.steps == s.max_epochs * s.iterations_per_epoch >= 20
+    assert s.steps == s.max_epochs * s.iterations_per_epoch >= 50
     assert s.validations == s.max_epochs // s.val_interval + (1 if s.max_epochs % s.val_interval else 0)
 
 
 def test_schedule_refuses_a_budget_without_room_for_one_validation():
-    with pytest.raises(ConfigError, match=r"one validation pass 2m 00s .* the minimum is about 3m 10s; pass a larger --budget \(e.g. --budget 5m\)"):
+    with pytest.raises(ConfigError, match=r"one validation pass 2m 00s .* the minimum is about 3m 40s; pass a larger --budget \(e.g. --budget 5m\)"):
         fit_schedule(150.0, fixed_s=40.0, step_s=1.0, val_pass_s=120.0, device="cpu")
     assert format_seconds(3725) == "1h 02m"

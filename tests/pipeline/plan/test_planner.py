@@ -165,3 +165,15 @@ def test_dataset_too_small_to_split_is_refused():
 def test_machine_with_too_little_memory_is_refused():
     with pytest.raises(ConfigError, match="less than even the smallest plan needs"):
         _plan(machine=Machine("cpu", cores=2, memory_gb=0.001))
+
+
+def test_calibration_measures_two_networks_only():
+    measured = set()
+
+    def timer(widths, roi, patches, in_channels, out_channels):
+        measured.add((tuple(widths), tuple(roi)))
+        return CPU_TIMER(widths, roi, patches, in_channels, out_channels)
+
+    plan = _plan(timer=timer)
+    chosen = (tuple(plan.config.network.params["widths"]), tuple(plan.config.train.roi_size))
+    assert chosen in measured and len(measured) <= 2  # a base-16 reference and the chosen network
