@@ -27,8 +27,9 @@ logger = logging.getLogger(__name__)
 
 #: passes over the training data the planned steps should make before a finer spacing is worth it
 PASSES_MIN = 25.0
-#: steps a plan should have before a wider network or a larger patch is worth it
-STEPS_MIN = {"cpu": 400, "cuda": 20_000}
+#: steps a plan should have before a wider network or a larger patch is worth it (on 2 CPU cores the
+#: spleen-tutorial recipe reached liver Dice 0.92 on the chest-pelvis phantom in 61 steps of 8 large patches)
+STEPS_MIN = {"cpu": 120, "cuda": 20_000}
 BASE_WIDTHS = {"cpu": (32, 24, 16), "cuda": (32,)}
 WIDTH_CAP = {"cpu": 256, "cuda": 320}
 SHRINKS = (0.85, 0.7, 0.6, 0.5)
