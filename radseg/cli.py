@@ -17,8 +17,9 @@ from radseg.errors import RadsegError
 def _cmd_phantom(args: argparse.Namespace) -> int:
     from radseg.pipeline.data.phantom import write_phantom_dataset
 
-    root = write_phantom_dataset(args.out, num_cases=args.cases, seed=args.seed, overwrite=args.overwrite)
-    print(f"wrote phantom dataset with {args.cases} training cases to {root}")
+    root = write_phantom_dataset(args.out, num_cases=args.cases, seed=args.seed, overwrite=args.overwrite,
+                                 num_test=args.test, profile=args.profile)
+    print(f"wrote {args.profile} phantom dataset with {args.cases} training and {args.test} test cases to {root}")
     return 0
 
 
@@ -58,9 +59,45 @@ def _cmd_networks(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_plan(args: argparse.Namespace) -> int:
+    from radseg.pipeline.plan.make_plan import plan_dataset, write_plan
+
+    plan = plan_dataset(args.data, args.budget, args.device, fold_all=args.fold == "all")
+    path = write_plan(plan, args.output, overwrite=args.overwrite, source=str(args.data))
+    print(plan.summary())
+    print(f"wrote the plan to {path}; train with: radseg train --config {path} --data {args.data} --output RUN")
+    return 0
+
+
+def _fold(text: str) -> int | str:
+    """``--fold``: a fold number or ``all``."""
+    if text == "all":
+        return text
+    try:
+        return int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"--fold must be a fold number or all, not {text!r}") from None
+
+
+def _cmd_train_budget(args: argparse.Namespace) -> int:
+    from radseg.errors import ConfigError
+    from radseg.pipeline.train.budget_run import train_with_budget
+
+    if args.config:
+        raise ConfigError("--budget plans every setting itself; drop --config (or drop --budget to train with it)")
+    result = train_with_budget(args.data, args.output, args.budget, device=args.device, fold=args.fold,
+                               overwrite=args.overwrite, overrides=args.set)
+    print(result)
+    return 0
+
+
 def _cmd_train(args: argparse.Namespace) -> int:
     from radseg.pipeline.train.fit import fit
 
+    if args.budget and not args.resume:
+        return _cmd_train_budget(args)
+    if args.budget:
+        print("--resume continues the run's own planned schedule; --budget is ignored", file=sys.stderr)
     saved = args.output / "config.yaml"
     # resuming without --config continues with the run's own config (plus any --set)
     source = args.config or (saved if args.resume and saved.is_file() else "demo")
@@ -194,6 +231,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--cases", type=int, default=6, help="number of training cases")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--overwrite", action="store_true", help="replace an existing phantom folder")
+    p.add_argument("--test", type=int, default=2, help="number of held-out test cases (with labels in labelsTs)")
+    p.add_argument("--profile", default="abdomen", choices=("abdomen", "chest-pelvis"),
+                   help="abdomen: 120-160 mm slab (fast); chest-pelvis: 180-300 mm, distractors, oblique cases")
     p.set_defaults(func=_cmd_phantom)
 
     p = sub.add_parser("check-data", help="check every case of a dataset before training")
@@ -209,11 +249,22 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--spacing", type=float, nargs=3, default=(1.0, 1.0, 1.0), metavar=("X", "Y", "Z"))
     p.set_defaults(func=_cmd_networks)
 
+    p = sub.add_parser("plan", help="plan settings from a dataset, this machine and a time budget")
+    p.add_argument("--data", type=Path, required=True)
+    p.add_argument("--budget", default="15m", help="wall clock for training, e.g. 15m, 2h (default 15m)")
+    p.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto")
+    p.add_argument("--fold", type=_fold, default=None, help="plan for a fold, or all (train on every case)")
+    p.add_argument("--output", type=Path, required=True, help="the plan YAML to write")
+    p.add_argument("--overwrite", action="store_true", help="replace an existing plan file")
+    p.set_defaults(func=_cmd_plan)
+
     p = sub.add_parser("train", help="train a network on a dataset")
     _add_config_args(p, default=None, default_help="demo; with --resume: the run's own config.yaml")
     p.add_argument("--data", type=Path, required=True)
     p.add_argument("--output", type=Path, required=True)
-    p.add_argument("--fold", type=int, default=None)
+    p.add_argument("--fold", type=_fold, default=None, help="fold number, or all (train on every case)")
+    p.add_argument("--budget", default=None, help="without --config: plan for this wall clock (15m, 2h), then train")
+    p.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto", help="with --budget: plan for it")
     p.add_argument("--resume", action="store_true", help="continue the run in --output")
     p.add_argument("--overwrite", action="store_true", help="replace the run in --output")
     p.set_defaults(func=_cmd_train)

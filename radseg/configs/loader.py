@@ -100,8 +100,8 @@ def validate_config(cfg: RadsegConfig) -> None:
     window = cfg.preprocess.ct_window
     if window != "auto" and (len(window) != 2 or window[0] >= window[1]):
         problems.append(f"preprocess.ct_window must be 'auto' or [low, high] with low < high, not {window}")
-    if not 0 <= cfg.data.fold < cfg.data.num_folds:
-        problems.append(f"data.fold must be in 0..{cfg.data.num_folds - 1}, not {cfg.data.fold}")
+    if cfg.data.fold != "all" and not 0 <= cfg.data.fold < cfg.data.num_folds:
+        problems.append(f"data.fold must be in 0..{cfg.data.num_folds - 1}, not {cfg.data.fold} (or 'all')")
     if cfg.cache.ram_budget_gb < 0:
         problems.append(f"cache.ram_budget_gb must be >= 0, not {cfg.cache.ram_budget_gb}")
     problems += _slices_problems(cfg)

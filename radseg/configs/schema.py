@@ -19,7 +19,9 @@ class DataConfig:
     root: Union[str, None] = None
     modality: Literal["auto", "CT", "MRI"] = "auto"
     num_folds: int = 5
-    fold: int = 0
+    #: cross-validation fold, or "all": train on every case (nnU-Net's fold "all"; validation then
+    #: scores fold 0's validation cases, which are in training, so it is only a monitor)
+    fold: Union[int, Literal["all"]] = 0
     split_seed: int = 0
 
 

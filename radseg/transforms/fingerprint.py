@@ -22,6 +22,7 @@ from radseg.configs.schema import PreprocessConfig
 from radseg.errors import ConfigError, DataError
 from radseg.transforms.intensity_samples import foreground_samples
 from radseg.transforms.io import read_header
+from radseg.transforms.object_stats import label_objects, median_foreground_box, summarize_objects
 
 logger = logging.getLogger(__name__)
 
@@ -60,6 +61,11 @@ class Fingerprint:
     #: foreground intensity statistics of each channel (any modality, labelled cases only):
     #: ``{"mean", "std", "percentile_00_5", "percentile_99_5"}`` per channel
     channel_stats: Union[list[dict[str, float]], None] = None
+    #: per-class object statistics (:func:`radseg.transforms.object_stats.summarize_objects`);
+    #: None unless computed with ``objects=True``
+    classes: Union[dict[str, dict[str, Any]], None] = None
+    #: median box (mm, RAS) around all foreground classes; None unless ``objects=True``
+    foreground_box_mm: Union[list[float], None] = None
 
     def to_dict(self) -> dict[str, Any]:
         """Plain JSON-ready dict."""
@@ -105,7 +111,8 @@ class ResolvedPreprocess:
 
 
 def compute_fingerprint(datalist: Sequence[dict], modality: str, *, seed: int = 0,
-                        samples_per_case: int = SAMPLES_PER_CASE, progress: bool = True) -> Fingerprint:
+                        samples_per_case: int = SAMPLES_PER_CASE, progress: bool = True,
+                        objects: bool = False) -> Fingerprint:
     """Measure the training cases: spacing and shape from headers, CT foreground intensities.
 
     Args:
@@ -115,6 +122,8 @@ def compute_fingerprint(datalist: Sequence[dict], modality: str, *, seed: int = 
         seed: seed of the foreground voxel sampling.
         samples_per_case: foreground voxels sampled per case (all of them when fewer).
         progress: show a progress bar over cases.
+        objects: also measure each label's objects per class (sizes, counts, boxes; reads every
+            label in full), as a planner needs.
 
     Returns:
         The fingerprint.
@@ -127,7 +136,7 @@ def compute_fingerprint(datalist: Sequence[dict], modality: str, *, seed: int = 
                         "fix: check the dataset path and its training list")
     modality = _canonical_modality(modality)
     rng = np.random.default_rng(seed)
-    spacings, shapes, case_ids, samples, num_channels = [], [], [], [], 1
+    spacings, shapes, case_ids, samples, label_stats, num_channels = [], [], [], [], [], 1
     for index, case in enumerate(tqdm(datalist, desc="fingerprint", unit="case", disable=not progress)):
         image_paths = _channel_paths(case[keys.IMAGE])
         spacing, shape, num_channels = _ras_spacing_and_shape(image_paths)
@@ -136,8 +145,13 @@ def compute_fingerprint(datalist: Sequence[dict], modality: str, *, seed: int = 
         case_ids.append(str(case.get(keys.CASE_ID, index)))
         if case.get(keys.LABEL):
             samples.append(foreground_samples(image_paths, case[keys.LABEL], rng, samples_per_case))
+        if objects and case.get(keys.LABEL):
+            label_stats.append(label_objects(case[keys.LABEL]))
     fingerprint = _assemble(modality, case_ids, spacings, shapes, samples)
     fingerprint.num_channels = num_channels
+    if objects:
+        fingerprint.classes = summarize_objects(label_stats)
+        fingerprint.foreground_box_mm = median_foreground_box(label_stats)
     return fingerprint
 
 

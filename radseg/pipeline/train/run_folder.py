@@ -24,7 +24,7 @@ CONFIG_FILE = "config.yaml"
 TENSORBOARD_DIR = "tensorboard"
 CHECKPOINTS = (LAST, BEST)
 #: what a run writes besides its checkpoints
-RUN_FILES = (CONFIG_FILE, "splits.json", "fingerprint.json", "metrics.csv", "curves.png", "train.log")
+RUN_FILES = (CONFIG_FILE, "splits.json", "fingerprint.json", "metrics.csv", "curves.png", "train.log", "plan.yaml")
 #: first line of the config.yaml radseg writes into a run folder (a YAML comment)
 CONFIG_MARKER = "# radseg run config: written by `radseg train`, the resolved settings of this run\n"
 #: radseg.atomic's temporary names: ".NAME.PID.THREAD.tmp"

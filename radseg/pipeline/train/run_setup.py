@@ -117,8 +117,8 @@ def _resolve_config(cfg: RadsegConfig | None, saved: dict | None, run_dir: Path,
             raise ConfigError(f"no config given and no checkpoint in {run_dir} to take it from; pass --config")
         cfg = load_config(saved["config"])
     if fold is not None:
-        if not 0 <= fold < cfg.data.num_folds:
-            raise ConfigError(f"--fold must be in 0..{cfg.data.num_folds - 1} (data.num_folds), not {fold}")
+        if fold != "all" and not 0 <= fold < cfg.data.num_folds:
+            raise ConfigError(f"--fold must be in 0..{cfg.data.num_folds - 1} (data.num_folds) or all, not {fold}")
         cfg.data.fold = fold
     if saved is not None:
         _check_resumable(config_to_dict(cfg), saved["config"], run_dir)
@@ -256,9 +256,13 @@ def _fold_cases(cfg: RadsegConfig, spec, run_dir: Path, info: ddp.DistInfo) -> t
     ids = [case.case_id for case in spec.training]
     folds = ddp.run_on_main(
         lambda: load_or_create_splits(run_dir / SPLITS_FILE, ids, cfg.data.num_folds, cfg.data.split_seed), info)
-    fold = folds[cfg.data.fold]
+    fold = folds[0 if cfg.data.fold == "all" else cfg.data.fold]
+    if cfg.data.fold == "all":  # nnU-Net's fold "all": every case trains; fold 0's cases only monitor
+        fold = {"train": list(ids), "val": fold["val"]}
+        logger.warning("fold all: training on all %d cases; validation scores fold 0's %d cases, which are also "
+                       "in training, so its Dice is optimistic (score a separate test set)", len(ids), len(fold["val"]))
     by_id = {case.case_id: case for case in spec.training}
-    logger.info("fold %d: %d training and %d validation cases", cfg.data.fold, len(fold["train"]), len(fold["val"]))
+    logger.info("fold %s: %d training and %d validation cases", cfg.data.fold, len(fold["train"]), len(fold["val"]))
     return [by_id[i] for i in fold["train"]], [by_id[i] for i in fold["val"]]
 
 

@@ -1,0 +1,168 @@
+"""The machine a plan is made for, and a short measured calibration of the training step.
+
+A plan's iteration count comes from seconds per step measured here, on this machine, with the
+network and patch the plan chose (a few real forward + backward + optimiser steps on random
+data), not from a table of other machines.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import time
+from dataclasses import dataclass
+from typing import Callable, Sequence
+
+import torch
+
+from radseg.errors import ConfigError
+
+logger = logging.getLogger(__name__)
+
+#: (widths, roi_size, patches per step, in_channels, out_channels) -> seconds per training step
+StepTimer = Callable[[Sequence[int], Sequence[int], int, int, int], float]
+
+
+@dataclass(frozen=True)
+class Machine:
+    """What a plan may use: the device, CPU cores, host RAM and (for CUDA) GPU memory."""
+
+    device: str  # "cpu" or "cuda"
+    cores: int
+    memory_gb: float  # host RAM available now
+    gpu_memory_gb: float = 0.0
+    name: str = ""
+
+    def describe(self) -> str:
+        """One line for the plan's header."""
+        if self.device == "cuda":
+            return f"CUDA {self.name} with {self.gpu_memory_gb:.0f} GB, {self.cores} CPU cores, {self.memory_gb:.0f} GB RAM"
+        return f"CPU with {self.cores} usable cores and {self.memory_gb:.1f} GB RAM available"
+
+
+def detect_machine(device: str = "auto") -> Machine:
+    """This machine: usable cores, available RAM, and the first CUDA device when asked for.
+
+    Args:
+        device: "auto" (CUDA when present), "cpu" or "cuda".
+
+    Raises:
+        ConfigError: "cuda" is asked for but no CUDA device is visible.
+    """
+    if device not in ("auto", "cpu", "cuda"):
+        raise ConfigError(f"--device must be auto, cpu or cuda, not {device!r}")
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+    memory = _available_ram_gb()
+    if device == "cuda" and not torch.cuda.is_available():
+        raise ConfigError("--device cuda: no CUDA device is visible on this machine; plan where you will "
+                          "train, or pass --device cpu")
+    if device != "cpu" and torch.cuda.is_available():
+        props = torch.cuda.get_device_properties(0)
+        return Machine("cuda", cores, memory, props.total_memory / 2**30, props.name)
+    return Machine("cpu", cores, memory)
+
+
+def _available_ram_gb() -> float:
+    """MemAvailable from /proc/meminfo (what can be used without swapping), else total RAM."""
+    try:
+        with open("/proc/meminfo") as handle:
+            for line in handle:
+                if line.startswith("MemAvailable:"):
+                    return int(line.split()[1]) / 2**20
+    except OSError:
+        pass
+    return os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") / 2**30
+
+
+def measure_step_seconds(widths: Sequence[int], roi_size: Sequence[int], patches: int, in_channels: int,
+                         out_channels: int, *, device: str = "cpu", steps: int = 3) -> float:
+    """Seconds per training step of ``unet3d`` measured on random data (after one warm-up step).
+
+    The fastest timed step is returned: on a shared machine a step that another process pre-empted
+    measures that process, not the network.
+
+    Args:
+        widths: the U-Net's channels per level.
+        roi_size: patch size (x, y, z), divisible by the network's divisor.
+        patches: patches per step (batch size x samples per case).
+        in_channels, out_channels: channels of the input and classes of the output.
+        device: "cpu" or "cuda".
+        steps: timed steps (the fastest is returned).
+    """
+    from radseg.networks import build_network
+    from radseg.configs.schema import NetworkConfig
+
+    network = build_network(NetworkConfig(name="unet3d", params={"widths": list(widths)}),
+                            in_channels=in_channels, out_channels=out_channels).to(device)
+    optimizer = torch.optim.AdamW(network.parameters(), lr=1e-4)
+    image = torch.randn(patches, in_channels, *roi_size, device=device)
+    label = torch.randint(0, out_channels, (patches, *roi_size), device=device)
+    amp = torch.bfloat16 if device == "cuda" and torch.cuda.is_bf16_supported() else None
+    times = []
+    for index in range(steps + 1):
+        start = time.perf_counter()
+        with torch.autocast(device_type=device, dtype=amp or torch.float32, enabled=amp is not None):
+            loss = torch.nn.functional.cross_entropy(network(image), label)
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        optimizer.step()
+        if device == "cuda":
+            torch.cuda.synchronize()
+        if index:
+            times.append(time.perf_counter() - start)
+    del network, optimizer, image, label
+    seconds = min(times)
+    logger.info("calibration: unet3d %s, patch %s x %d: %.3f s/step", list(widths), list(roi_size), patches, seconds)
+    return seconds
+
+
+def measured_step_timer(device: str) -> StepTimer:
+    """A :data:`StepTimer` that measures on ``device`` and remembers each measurement."""
+    memo: dict[tuple, float] = {}
+
+    def timer(widths, roi_size, patches, in_channels, out_channels) -> float:
+        key = (tuple(widths), tuple(roi_size), patches, in_channels, out_channels)
+        if key not in memo:
+            memo[key] = measure_step_seconds(widths, roi_size, patches, in_channels, out_channels, device=device)
+        return memo[key]
+
+    return timer
+
+
+def unet_gflops(widths: Sequence[int], roi_size: Sequence[int], in_channels: int, out_channels: int) -> float:
+    """Forward GFLOPs of ``unet3d`` with ``widths`` on one patch (counted on the meta device, no arithmetic)."""
+    from radseg.configs.schema import NetworkConfig
+    from radseg.networks import build_network, count_gflops
+
+    network = build_network(NetworkConfig(name="unet3d", params={"widths": list(widths)}),
+                            in_channels=in_channels, out_channels=out_channels)
+    return count_gflops(network, roi_size, in_channels)
+
+
+def flops_step_timer(gflops_per_second: float) -> StepTimer:
+    """A :data:`StepTimer` from counted FLOPs at an assumed rate (forward + backward = 3 forwards).
+
+    For tests and for planning a machine one cannot measure; ``radseg plan`` measures instead.
+    """
+    memo: dict[tuple, float] = {}
+
+    def timer(widths, roi_size, patches, in_channels, out_channels) -> float:
+        key = (tuple(widths), tuple(roi_size), in_channels, out_channels)
+        if key not in memo:
+            memo[key] = unet_gflops(widths, roi_size, in_channels, out_channels)
+        return 3 * patches * memo[key] / gflops_per_second
+
+    return timer
+
+
+def training_memory_gb(widths: Sequence[int], roi_size: Sequence[int], patches: int, bytes_per_value: int = 4) -> float:
+    """Estimated activation memory of a ``unet3d`` training step (GB), with a 1.5x margin.
+
+    Each level keeps about 11 tensors of its width for the backward pass (two conv-norm-act
+    stages in the encoder and decoder, the upsampled tensor and the concatenation).
+    """
+    voxels = 1
+    for size in roi_size:
+        voxels *= size
+    values = sum(11 * width * voxels / 8**level for level, width in enumerate(widths))
+    return 1.5 * values * patches * bytes_per_value / 2**30

@@ -1,0 +1,137 @@
+"""``radseg plan``: fingerprint a dataset, probe and calibrate this machine, write the plan as YAML.
+
+The plan is an ordinary config (``load_config`` reads it; ``radseg train --config plan.yaml`` trains
+with it), with one comment line above each planned setting saying why it was chosen.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from radseg.atomic import write_text_atomic
+from radseg.configs.loader import config_to_dict
+from radseg.configs.schema import PreprocessConfig
+from radseg.errors import ConfigError, DataError
+from radseg.pipeline.plan.budget import format_seconds, parse_budget
+from radseg.pipeline.plan.machine import detect_machine, measured_step_timer
+from radseg.pipeline.plan.planner import DatasetFacts, Plan, plan_from_fingerprint
+from radseg.pipeline.plan.rules import spacing_candidates
+
+logger = logging.getLogger(__name__)
+
+
+def plan_dataset(data: str | Path, budget: str | float = "15m", device: str = "auto", *, fold_all: bool = False,
+                 count_planning: bool = False, progress: bool = True) -> Plan:
+    """Plan a training run of ``data`` on this machine within ``budget``.
+
+    Args:
+        data: the dataset (any layout :func:`radseg.pipeline.data.datalist.discover_dataset` reads).
+        budget: wall clock such as ``"15m"`` or ``"2h"`` (a number is minutes).
+        device: "auto", "cpu" or "cuda".
+        fold_all: plan for training on every case.
+        count_planning: count the time spent planning against the budget (``train --budget``).
+        progress: show progress bars.
+
+    Returns:
+        The :class:`Plan`.
+
+    Raises:
+        ConfigError, DataError: bad input (budget, device, dataset), before any training.
+    """
+    from radseg.pipeline.data.datalist import discover_dataset, to_datalist
+    from radseg.transforms.fingerprint import compute_fingerprint
+
+    start = time.perf_counter()
+    seconds = parse_budget(budget)
+    machine = detect_machine(device)
+    spec = discover_dataset(data)
+    if spec.modality not in ("CT", "MRI"):
+        raise ConfigError(f"dataset {data} does not declare its modality ({spec.layout} layout); add it to "
+                          "dataset.json (modality / channel_names), e.g. {\"0\": \"CT\"}")
+    if len(spec.training) < 2:
+        raise DataError(f"{data} has {len(spec.training)} labelled training case(s); a plan needs at least 2 "
+                        "(one to train on, one to validate); add labelled cases")
+    datalist = to_datalist(spec.training)
+    fingerprint = compute_fingerprint(datalist, spec.modality, objects=True, progress=progress)
+    read_seconds = (time.perf_counter() - start) / len(datalist)
+    extent, prep_seconds = _probe(datalist, fingerprint, spec.modality)
+    facts = DatasetFacts(len(datalist), dict(spec.labels), len(spec.channel_names), spec.modality, extent,
+                         read_seconds, prep_seconds)
+    timer = measured_step_timer(machine.device)
+    elapsed = time.perf_counter() - start if count_planning else 0.0
+    plan = plan_from_fingerprint(fingerprint, facts, machine, seconds, timer, elapsed_seconds=elapsed,
+                                 fold_all=fold_all)
+    if count_planning:  # the calibration took time too: plan again with what it measured (no new steps)
+        plan = plan_from_fingerprint(fingerprint, facts, machine, seconds, timer,
+                                     elapsed_seconds=time.perf_counter() - start, fold_all=fold_all)
+    plan.notes.append(f"planned in {time.perf_counter() - start:.0f} s on {len(datalist)} cases of {spec.root} "
+                      f"(reading {read_seconds:.2f} s and preprocessing {prep_seconds:.2f} s per case)")
+    plan.config.data.root = str(spec.root)
+    logger.info("%s", plan.summary())
+    return plan
+
+
+def _probe(datalist: list[dict], fingerprint, modality: str) -> tuple[list[float], float]:
+    """Preprocess the median-sized case once: its cropped extent (mm, RAS) and the seconds it took."""
+    import numpy as np
+
+    from radseg import keys
+    from radseg.transforms.fingerprint import resolve_preprocess
+    from radseg.transforms.preprocess import build_val_transforms
+
+    sizes = [float(np.prod(np.multiply(shape, spacing))) for shape, spacing in
+             zip(fingerprint.shapes, fingerprint.spacings)]
+    case = datalist[int(np.argsort(sizes)[len(sizes) // 2])]
+    spacing = spacing_candidates(fingerprint.target_spacing)[min(2, len(fingerprint.target_spacing))]
+    normalization = "zscore" if fingerprint.mean is not None else "window"
+    settings = PreprocessConfig(target_spacing=spacing, ct_normalization=normalization,
+                                ct_window="auto" if fingerprint.percentile_00_5 is not None else [-1000.0, 1000.0])
+    resolved = resolve_preprocess(settings, fingerprint, modality)
+    start = time.perf_counter()
+    item = build_val_transforms(resolved)(dict(case))
+    seconds = time.perf_counter() - start
+    shape = item[keys.IMAGE].shape[1:]
+    return [float(n * s) for n, s in zip(shape, spacing)], seconds
+
+
+def plan_to_yaml(plan: Plan, source: str = "") -> str:
+    """The plan as config YAML, one ``# why`` comment line above each planned setting."""
+    header = [f"# radseg plan{' for ' + source if source else ''}: {plan.machine.describe()}, "
+              f"budget {format_seconds(plan.budget_seconds)}",
+              f"# predicted: {plan.summary().split('; predicted ')[-1]} in all; "
+              "train with: radseg train --config THIS_FILE --data DATA --output RUN",
+              *[f"# note: {note}" for note in plan.notes]]
+    lines = list(header)
+    reasons = {d.key: d.why for d in plan.decisions}
+    for section, values in config_to_dict(plan.config).items():
+        lines.append(f"{section}:")
+        for key, value in values.items():
+            why = reasons.get(f"{section}.{key}")
+            if why:
+                lines.append(f"  # {why}")
+            lines.append(f"  {key}: {_flow(value)}")
+    return "\n".join(lines) + "\n"
+
+
+def _flow(value: Any) -> str:
+    """One value in YAML flow style on one line (``[16, 32]``, ``{widths: [16, 32]}``, ``auto``)."""
+    text = yaml.safe_dump(value, default_flow_style=True, sort_keys=False, width=10_000).strip()
+    return text[:-3].strip() if text.endswith("\n...") or text.endswith("...") else text
+
+
+def write_plan(plan: Plan, path: str | Path, *, overwrite: bool = False, source: str = "") -> Path:
+    """Write :func:`plan_to_yaml` atomically; an existing file is replaced only with ``overwrite``.
+
+    Raises:
+        ConfigError: ``path`` exists and ``overwrite`` is False.
+    """
+    path = Path(path)
+    if path.exists() and not overwrite:
+        raise ConfigError(f"plan output {path} already exists; pass --overwrite to replace it or choose another path")
+    path.parent.mkdir(parents=True, exist_ok=True)
+    return write_text_atomic(path, plan_to_yaml(plan, source))

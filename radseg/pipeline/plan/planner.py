@@ -1,0 +1,289 @@
+"""Plan a training run from the dataset's fingerprint, the machine and a wall-clock budget.
+
+:func:`plan_from_fingerprint` is the decision maker (no files, testable on synthetic numbers); it
+chooses, in order: target spacing (the finest at which the budget still sees the data often enough
+and the smallest objects stay resolved), patch (the median foreground box with context, within the
+field of view), U-Net depth and widths (from the patch; the widest that leaves enough steps),
+sampler, augmentation, schedule and inference. Each choice is a :class:`Decision` with its reason.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+from dataclasses import dataclass, field
+from typing import Any
+
+from radseg.configs.loader import load_config
+from radseg.configs.schema import RadsegConfig
+from radseg.errors import ConfigError, DataError
+from radseg.pipeline.plan import rules
+from radseg.pipeline.plan.budget import Schedule, fit_schedule, format_seconds, sliding_windows
+from radseg.pipeline.plan.machine import Machine, StepTimer, training_memory_gb, unet_gflops
+from radseg.pipeline.plan.rules import Decision, fmt
+from radseg.transforms.fingerprint import Fingerprint
+
+logger = logging.getLogger(__name__)
+
+#: passes over the training data the planned steps should make before a finer spacing is worth it
+PASSES_MIN = 25.0
+#: steps a plan should have before a wider network or a larger patch is worth it (on 2 CPU cores the
+#: spleen-tutorial recipe reached liver Dice 0.92 on the chest-pelvis phantom in 61 steps of 8 large patches)
+STEPS_MIN = {"cpu": 120, "cuda": 20_000}
+BASE_WIDTHS = {"cpu": (32, 24, 16), "cuda": (32,)}
+WIDTH_CAP = {"cpu": 256, "cuda": 320}
+SHRINKS = (0.85, 0.7, 0.6, 0.5)
+#: measured compute steps on random tensors miss the data pipeline sharing the cores
+LOADER_FACTOR = {"cpu": 1.2, "cuda": 1.1}
+#: a validation window costs about a third of a training patch (forward only), plus stitching
+VAL_FACTOR = 0.45
+PATCHES_PER_STEP = rules.PATCHES_PER_STEP
+
+
+@dataclass
+class DatasetFacts:
+    """What the planner knows besides the fingerprint: declarations and what one probe case showed."""
+
+    num_cases: int
+    label_names: dict[int, str]
+    in_channels: int
+    modality: str
+    #: median case after the body crop, mm along RAS
+    cropped_extent_mm: list[float]
+    #: measured seconds to read a case (check-data, fingerprint) and to preprocess it (cache)
+    read_seconds: float = 1.0
+    prep_seconds: float = 2.0
+
+    @property
+    def num_classes(self) -> int:
+        """Classes, background included."""
+        return len(self.label_names)
+
+
+@dataclass
+class Plan:
+    """A planned config, the decisions behind it and the predicted times."""
+
+    config: RadsegConfig
+    decisions: list[Decision]
+    schedule: Schedule
+    machine: Machine
+    budget_seconds: float
+    notes: list[str] = field(default_factory=list)
+
+    def why(self, key: str) -> str:
+        """The reason given for a dotted config key ('' when it was not a decision)."""
+        return next((d.why for d in self.decisions if d.key == key), "")
+
+    def summary(self) -> str:
+        """A few lines for the terminal."""
+        train, s = self.config.train, self.schedule
+        return (f"plan for {self.machine.describe()}, budget {format_seconds(self.budget_seconds)}: spacing "
+                f"{fmt(self.config.preprocess.target_spacing)} mm, patch {fmt(train.roi_size, 0)}, unet3d "
+                f"{self.config.network.params['widths']}, {s.steps} steps ({s.max_epochs} epochs x "
+                f"{s.iterations_per_epoch}) at {s.step_seconds:.2f} s, {s.validations} validation(s); predicted "
+                f"{format_seconds(s.total_seconds)}")
+
+
+def plan_from_fingerprint(fingerprint: Fingerprint, facts: DatasetFacts, machine: Machine, budget_seconds: float,
+                          timer: StepTimer, *, elapsed_seconds: float = 0.0, fold_all: bool = False) -> Plan:
+    """Choose every setting of a training run that ends inside ``budget_seconds``.
+
+    Args:
+        fingerprint: computed with ``objects=True`` (per-class object statistics).
+        facts: declarations and probe measurements of the dataset.
+        machine: where training runs.
+        budget_seconds: wall clock for the whole run, planning included.
+        timer: seconds per training step of a candidate network (measured, or a model in tests).
+        elapsed_seconds: planning time already spent (counted against the budget).
+        fold_all: train on every case (validation then monitors fold 0's cases, seen in training).
+
+    Raises:
+        DataError: too few cases to split, or a declared class absent from every label.
+        ConfigError: the budget or the machine's memory cannot hold even the smallest plan.
+    """
+    _check_dataset(fingerprint, facts)
+    folds = min(5, facts.num_cases)
+    val_cases = math.ceil(facts.num_cases / folds)
+    train_cases = facts.num_cases if fold_all else facts.num_cases - val_cases
+    fixed = elapsed_seconds + facts.num_cases * (2 * facts.read_seconds + facts.prep_seconds)
+    search = _Search(fingerprint, facts, machine, timer, budget_seconds, fixed, train_cases, val_cases)
+    decisions = [Decision("data.modality", facts.modality, "declared by the dataset"),
+                 Decision("data.num_folds", folds, f"{facts.num_cases} labelled cases: "
+                          + ("5 folds as nnU-Net" if folds == 5 else "one validation case per fold"))]
+    decisions += search.spacing()
+    decisions += search.network_and_patch()
+    schedule = search.schedule()
+    decisions += rules.schedule_decisions(schedule, machine, budget_seconds)
+    decisions += rules.sampler_decisions(fingerprint.classes, facts.label_names, facts.num_classes)
+    decisions += rules.augment_decisions(facts.modality, search.passes(schedule.steps))
+    decisions += _runtime_decisions(machine, search, facts)
+    config = _to_config(decisions)
+    notes = search.notes + ([f"--fold all: trains on all {facts.num_cases} cases; validation scores fold 0's "
+                             f"{val_cases} cases, which are in training, so it is optimistic"] if fold_all else [])
+    return Plan(config, decisions, schedule, machine, budget_seconds, notes)
+
+
+def _check_dataset(fingerprint: Fingerprint, facts: DatasetFacts) -> None:
+    if facts.num_cases < 2:
+        raise DataError(f"the dataset has {facts.num_cases} labelled training case(s); a plan needs at least 2 "
+                        "(one to train on, one to validate); add labelled cases")
+    if fingerprint.classes is None:
+        raise ConfigError("the fingerprint has no object statistics; compute it with objects=True")
+    absent = [f"{value} ({name})" for value, name in sorted(facts.label_names.items())
+              if value > 0 and str(value) not in fingerprint.classes]
+    if absent:
+        raise DataError(f"class(es) {', '.join(absent)} are declared in the dataset's labels but appear in none of "
+                        f"the {facts.num_cases} training labels; fix the labels, or remove the class from "
+                        "dataset.json's labels")
+
+
+class _Search:
+    """The measured search over spacing, patch and widths (remembers what it chose)."""
+
+    def __init__(self, fingerprint, facts, machine, timer, budget, fixed, train_cases, val_cases):
+        self.fp, self.facts, self.machine, self.timer = fingerprint, facts, machine, timer
+        self.budget, self.fixed, self.train_cases, self.val_cases = budget, fixed, train_cases, val_cases
+        self.device = machine.device
+        self.notes: list[str] = []
+        box = fingerprint.foreground_box_mm or facts.cropped_extent_mm
+        self.box = box
+        self.patch_mm = rules.desired_patch_mm(box, facts.cropped_extent_mm)
+        self.spacing_value: list[float] = list(fingerprint.target_spacing)
+        self.widths: list[int] = []
+        self.patch: list[int] = []
+        self._flops: dict[tuple, float] = {}
+
+    def _train_time(self) -> float:
+        return max(self.budget * (1 - 0.12) - self.fixed, 1.0)
+
+    def _gflops(self, widths: list[int], patch: list[int]) -> float:
+        key = (tuple(widths), tuple(patch))
+        if key not in self._flops:
+            self._flops[key] = unet_gflops(widths, patch, self.facts.in_channels, self.facts.num_classes)
+        return self._flops[key]
+
+    def _step_model(self, base: int, patch: list[int]) -> float:
+        """Seconds per step: one reference network measured, other candidates scaled by their counted FLOPs."""
+        reference = [64, 64, 32] if self.device == "cpu" else [128, 128, 64]
+        ref_widths = rules.widths_for(16, rules.levels_for(reference), WIDTH_CAP[self.device])
+        seconds = self.timer(ref_widths, reference, PATCHES_PER_STEP, self.facts.in_channels, self.facts.num_classes)
+        widths = rules.widths_for(base, rules.depth_for(patch), WIDTH_CAP[self.device])
+        ratio = self._gflops(widths, patch) / self._gflops(ref_widths, reference)
+        return seconds * ratio * LOADER_FACTOR[self.device]
+
+    def _data_voxels(self, spacing: list[float]) -> float:
+        return self.train_cases * math.prod(e / s for e, s in zip(self.facts.cropped_extent_mm, spacing))
+
+    def passes(self, steps: int) -> float:
+        """Times the planned steps' patches cover the training data's voxels."""
+        return steps * PATCHES_PER_STEP * math.prod(self.patch) / self._data_voxels(self.spacing_value)
+
+    def spacing(self) -> list[Decision]:
+        smallest = rules.smallest_object_mm(self.fp.classes)
+        candidates = rules.spacing_candidates(self.fp.target_spacing)
+        allowed = [s for s in candidates if rules.resolves(s, smallest)] or candidates[:1]
+        chosen, passes, steps = allowed[-1], 0.0, 0.0
+        for spacing in allowed:  # finest first: the first where a whole patch still gets enough steps
+            patch = rules.patch_for(self.patch_mm, spacing)
+            steps = self._train_time() / self._step_model(16, patch)
+            passes = steps * PATCHES_PER_STEP * math.prod(patch) / self._data_voxels(spacing)
+            if passes >= PASSES_MIN and steps >= STEPS_MIN[self.device]:
+                chosen = spacing
+                break
+        self.spacing_value = chosen
+        voxels = smallest / sorted(chosen)[1]
+        why = (f"finest spacing at which a whole patch of a base-16 U-Net gets about {steps:.0f} steps "
+               f"({STEPS_MIN[self.device]} wanted) passing over the {self.train_cases} training cases {passes:.0f} "
+               f"times ({PASSES_MIN:.0f} wanted; data median {fmt(self.fp.median_spacing)} mm); the smallest "
+               f"objects (5th percentile {smallest:.0f} mm across) span {voxels:.1f} voxels")
+        return [Decision("preprocess.target_spacing", chosen, why)]
+
+    def network_and_patch(self) -> list[Decision]:
+        bases = BASE_WIDTHS[self.device]
+        sequence = [(b, 1.0) for b in bases] + [(bases[-1], f) for f in SHRINKS] + [(8, f) for f in (1.0, *SHRINKS)]
+        limit = self._memory_limit_gb()
+        for base, shrink in sequence:
+            patch = rules.patch_for(self.patch_mm, self.spacing_value, shrink)
+            widths = rules.widths_for(base, rules.depth_for(patch), WIDTH_CAP[self.device])
+            if training_memory_gb(widths, patch, PATCHES_PER_STEP, self._bytes()) > limit:
+                continue
+            self.widths, self.patch = widths, patch
+            if self._train_time() / self._step_model(base, patch) >= STEPS_MIN[self.device]:
+                break
+        if not self.widths:
+            smallest = training_memory_gb([8, 16, 32], [32, 32, 16], PATCHES_PER_STEP, self._bytes())
+            raise ConfigError(f"this machine has {limit / 0.5 if self.device == 'cpu' else limit / 0.8:.1f} GB of "
+                              f"{'RAM' if self.device == 'cpu' else 'GPU memory'} available, less than even the "
+                              f"smallest plan needs (about {smallest:.2f} GB for training besides the data); free "
+                              "memory or use a larger machine")
+        return self._network_decisions()
+
+    def _bytes(self) -> int:
+        return 2 if self.device == "cuda" else 4
+
+    def _memory_limit_gb(self) -> float:
+        if self.device == "cuda":
+            return 0.8 * self.machine.gpu_memory_gb
+        return 0.5 * self.machine.memory_gb
+
+    def _network_decisions(self) -> list[Decision]:
+        from radseg.networks import analytic_receptive_field
+
+        field_vox = analytic_receptive_field("unet3d", {"widths": self.widths})[0]
+        field_mm = [field_vox * s for s in self.spacing_value]
+        covered = [p * s for p, s in zip(self.patch, self.spacing_value)]
+        patch_why = (f"covers {fmt(covered, 0)} mm at {fmt(self.spacing_value)} mm: the median foreground box "
+                     f"of {fmt(self.box, 0)} mm with context, within the median cropped field of view of "
+                     f"{fmt(self.facts.cropped_extent_mm, 0)} mm")
+        widths_why = (f"{len(self.widths)} levels keep >= {rules.MIN_BOTTLENECK} voxels per axis at the bottleneck "
+                      f"(receptive field {field_vox} voxels = {fmt(field_mm, 0)} mm); base width "
+                      f"{self.widths[0]}: the widest that leaves enough steps in the budget (a base-16 network "
+                      "measured on this machine, the others scaled by their counted FLOPs)")
+        return [Decision("train.roi_size", self.patch, patch_why),
+                Decision("network.name", "unet3d", "radseg's U-Net: the depth and widths below are its parameters"),
+                Decision("network.params", {"widths": self.widths, "deep_supervision": self.device == "cuda"},
+                         widths_why + ("; deep supervision as nnU-Net" if self.device == "cuda" else
+                                       "; no deep supervision (CPU steps are the scarce resource)"))]
+
+    def schedule(self) -> Schedule:
+        step = self.timer(self.widths, self.patch, PATCHES_PER_STEP, self.facts.in_channels, self.facts.num_classes)
+        step *= LOADER_FACTOR[self.device]
+        self.notes.append(f"measured step: {step:.3f} s for {PATCHES_PER_STEP} patches of {fmt(self.patch, 0)} "
+                          f"(x{LOADER_FACTOR[self.device]} for data loading sharing the machine)")
+        overlap = 0.25 if self.device == "cpu" else 0.5
+        shape = [e / s for e, s in zip(self.facts.cropped_extent_mm, self.spacing_value)]
+        windows = sliding_windows(shape, self.patch, overlap)
+        val_pass = self.val_cases * (windows * step / PATCHES_PER_STEP * VAL_FACTOR + 0.5)
+        return fit_schedule(self.budget, self.fixed, step, val_pass, self.device)
+
+
+def _runtime_decisions(machine: Machine, search: _Search, facts: DatasetFacts) -> list[Decision]:
+    cpu = machine.device == "cpu"
+    cache_gb = 1.2 * search.train_cases * math.prod(
+        e / s for e, s in zip(facts.cropped_extent_mm, search.spacing_value)) * 3 / 2**30 + 0.25
+    budget_gb = round(min(max(cache_gb, 0.5), 0.4 * machine.memory_gb), 1)
+    workers = 1 if machine.cores <= 2 else min(machine.cores - 1, 8)
+    return [
+        Decision("preprocess.crop_foreground", True, "crop to the body before caching: fewer voxels per case"),
+        Decision("cache.mode", "ram", f"the preprocessed training cases need about {cache_gb:.1f} GB"),
+        Decision("cache.ram_budget_gb", budget_gb, f"their size, at most 40% of the {machine.memory_gb:.0f} GB available"),
+        Decision("cache.num_workers", workers, f"{machine.cores} cores: " + ("one loader worker beside the step"
+                 if workers == 1 else "one core left for the training process")),
+        Decision("inference.overlap", 0.25 if cpu else 0.5, "sliding-window overlap: " + (
+            "0.25 halves the windows of 0.5 on a CPU" if cpu else "nnU-Net's 0.5 on a GPU")),
+        Decision("inference.sw_batch_size", 2 if cpu else 4, "windows per forward pass"),
+    ]
+
+
+def _to_config(decisions: list[Decision]) -> RadsegConfig:
+    """The decisions as a validated config (the same loader reads the written plan back)."""
+    from radseg.networks import check_network_config
+
+    raw: dict[str, Any] = {}
+    for decision in decisions:
+        section, key = decision.key.split(".", 1)
+        raw.setdefault(section, {})[key] = decision.value
+    config = load_config(raw)
+    check_network_config(config)
+    return config

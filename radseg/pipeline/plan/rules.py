@@ -1,0 +1,158 @@
+"""The planner's rules: pure functions from fingerprint numbers to settings, each with its reason.
+
+Nothing here measures or reads files; :mod:`radseg.pipeline.plan.planner` feeds in the fingerprint,
+the machine and the calibration, so each rule can be tested on synthetic numbers.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import Any, Sequence
+
+from radseg.pipeline.plan.budget import Schedule, format_seconds
+
+#: the smallest objects (5th percentile diameter) should span this many voxels in plane
+MIN_OBJECT_VOXELS = 6.0
+#: spacing factors tried, finest first (fine axes are coarsened towards the coarse one first)
+SPACING_FACTORS = (1.0, 1.25, 1.5, 1.75, 2.0, 2.5, 3.0, 4.0)
+#: context around the median foreground box a patch should cover
+CONTEXT = 1.25
+#: the bottleneck of the U-Net keeps at least this many voxels per axis
+MIN_BOTTLENECK = 4
+MAX_LEVELS, MIN_LEVELS = 6, 3
+#: a class is small below this median share of a scan's voxels, rare when in fewer cases than this share
+SMALL_FRACTION, RARE_SHARE = 0.01, 0.6
+#: patches per optimiser step (nnU-Net's batch of 2)
+PATCHES_PER_STEP = 2
+
+
+@dataclass(frozen=True)
+class Decision:
+    """One planned setting (dotted config key), its value and why it was chosen."""
+
+    key: str
+    value: Any
+    why: str
+
+
+def fmt(values: Sequence[float], digits: int = 2) -> str:
+    """``1.5×1.5×3`` style."""
+    texts = (f"{v:.{digits}f}" for v in values)
+    return "×".join(t.rstrip("0").rstrip(".") if "." in t else t for t in texts)
+
+
+def spacing_candidates(base: Sequence[float]) -> list[list[float]]:
+    """Target spacings from ``base`` (the fingerprint's) to 4× coarser, finest first, no repeats."""
+    finest = min(base)
+    out: list[list[float]] = []
+    for factor in SPACING_FACTORS:
+        spacing = [round(max(b, factor * finest), 3) for b in base]
+        if spacing not in out:
+            out.append(spacing)
+    return out
+
+
+def smallest_object_mm(classes: dict[str, dict]) -> float:
+    """The 5th-percentile object diameter of the class with the smallest objects."""
+    return min(stats["object_diameter_mm_p05"] for stats in classes.values())
+
+
+def resolves(spacing: Sequence[float], smallest_mm: float) -> bool:
+    """Whether the smallest objects span :data:`MIN_OBJECT_VOXELS` along the finer in-plane axes."""
+    return smallest_mm / sorted(spacing)[1] >= MIN_OBJECT_VOXELS
+
+
+def levels_for(patch: Sequence[int]) -> int:
+    """U-Net depth: halve until the smallest patch axis would fall under :data:`MIN_BOTTLENECK` voxels."""
+    levels = int(math.floor(math.log2(max(min(patch), 1) / MIN_BOTTLENECK))) + 1
+    return max(MIN_LEVELS, min(MAX_LEVELS, levels))
+
+
+def depth_for(patch: Sequence[int]) -> int:
+    """U-Net depth for a patch: :func:`levels_for`, but never more than every axis's divisibility allows."""
+    levels = levels_for(patch)
+    while levels > 1 and any(size % 2 ** (levels - 1) for size in patch):
+        levels -= 1
+    return levels
+
+
+def desired_patch_mm(box_mm: Sequence[float], extent_mm: Sequence[float]) -> list[float]:
+    """Patch extent (mm): the object box with context, or half the cropped field of view if larger,
+    never more than the cropped field of view itself."""
+    return [min(extent, max(CONTEXT * box, 0.5 * extent)) for box, extent in zip(box_mm, extent_mm)]
+
+
+def patch_for(patch_mm: Sequence[float], spacing: Sequence[float], shrink: float = 1.0) -> list[int]:
+    """Patch in voxels: ``patch_mm * shrink / spacing`` rounded to the divisor of the depth it allows."""
+    raw = [max(p * shrink / s, 1.0) for p, s in zip(patch_mm, spacing)]
+    levels = levels_for([int(r) for r in raw])
+    divisor = 2 ** (levels - 1)
+    smallest = divisor * MIN_BOTTLENECK if levels > MIN_LEVELS else divisor * 2
+    return [max(smallest, int(round(r / divisor)) * divisor) for r in raw]
+
+
+def widths_for(base: int, levels: int, cap: int) -> list[int]:
+    """Channels per level: ``base`` doubling per level, capped (nnU-Net caps at 320)."""
+    return [min(base * 2**level, cap) for level in range(levels)]
+
+
+def sampler_decisions(classes: dict[str, dict], names: dict[int, str], num_classes: int) -> list[Decision]:
+    """Class-balanced patches when a foreground class is small or rare, else 2:1 foreground:background."""
+    reasons = []
+    for key, stats in sorted(classes.items(), key=lambda item: int(item[0])):
+        name = names.get(int(key), key)
+        share = stats["cases_present"] / max(stats["cases"], 1)
+        if stats["median_voxel_fraction"] < SMALL_FRACTION:
+            reasons.append(f"{name} fills {100 * stats['median_voxel_fraction']:.2g}% of a scan")
+        elif share < RARE_SHARE:
+            reasons.append(f"{name} is in {stats['cases_present']} of {stats['cases']} cases")
+    if reasons:
+        why = (f"class-balanced patch centres (background and each class equally often): {'; '.join(reasons)}, "
+               "so foreground/background sampling would rarely centre a patch on it")
+        return [Decision("augment.sampler", "label_classes", why),
+                Decision("augment.class_ratios", [1.0] * num_classes, "one share per class, background included")]
+    why = "every class is large and frequent: patches centred on foreground twice as often as on background"
+    return [Decision("augment.sampler", "pos_neg", why), Decision("augment.pos", 2.0, "foreground share of 2:1"),
+            Decision("augment.neg", 1.0, "background share of 2:1")]
+
+
+def schedule_decisions(s: Schedule, machine: Any, budget: float) -> list[Decision]:
+    """Epochs, iterations, validation, batch, optimiser and device for a fitted schedule."""
+    end = (f"{s.steps} steps x {s.step_seconds:.2f} s = {format_seconds(s.train_seconds)} of training, "
+           f"{s.validations} validation pass(es) {format_seconds(s.val_seconds)}, data and epoch ends "
+           f"{format_seconds(s.overhead_seconds)}: {format_seconds(s.total_seconds)} of the {format_seconds(budget)} budget")
+    long_run = s.steps > 5000
+    return [
+        Decision("train.max_epochs", s.max_epochs, f"{s.max_epochs} epochs: {end}"),
+        Decision("train.iterations_per_epoch", s.iterations_per_epoch, "fixed at planning time from the measured "
+                 "step, so a resumed run repeats the same schedule"),
+        Decision("train.val_interval", s.val_interval, f"validation every {s.val_interval} epoch(s) and at the "
+                 f"end: {s.validations} pass(es), about {100 * s.val_seconds / budget:.0f}% of the budget"),
+        Decision("train.batch_size", PATCHES_PER_STEP, "nnU-Net's 2 patches per step: more optimiser steps per "
+                 "budget than larger batches at the same voxels per second"),
+        Decision("train.optimizer", "sgd" if long_run else "adamw", "SGD with Nesterov momentum for a long run "
+                 "(nnU-Net)" if long_run else "AdamW converges in few steps, as a short budget needs"),
+        Decision("train.learning_rate", 0.01 if long_run else 3e-3, "the optimiser's usual rate for this loss"),
+        Decision("train.schedule", "poly", "polynomial decay to zero at the last planned step: the run ends annealed"),
+        Decision("train.warmup_epochs", 1 if s.max_epochs >= 10 else 0, "one warm-up epoch when it is under a "
+                 "tenth of the run"),
+        Decision("train.device", machine.device, machine.describe()),
+    ]
+
+
+def augment_decisions(modality: str, passes: float) -> list[Decision]:
+    """Augmentation: no mirroring (RAS), rotations only for long runs, intensity jitter by modality."""
+    affine = 0.2 if passes >= 200 else 0.0
+    intensity = 0.15 if modality == "MRI" else 0.1
+    return [
+        Decision("augment.num_samples", 1, "one patch per loaded case; the batch holds two cases"),
+        Decision("augment.flip_prob", 0.0, "scans are reoriented to RAS, so left and right differ (liver right, "
+                 "spleen left); mirrored patches would teach the network to confuse them"),
+        Decision("augment.affine_prob", affine, f"the plan passes over the data {passes:.0f} times: "
+                 + ("enough to profit from rotations and scaling" if affine else "too few to profit from rotations "
+                    "and scaling, which would cost CPU time and convergence")),
+        Decision("augment.intensity_scale", intensity, f"{modality} intensities vary between scans by about this "
+                 "share after normalisation"),
+        Decision("augment.intensity_shift", intensity, "as the scale"),
+    ]

@@ -1,0 +1,107 @@
+"""`radseg plan` and `radseg train --budget` on the session phantom (the calibration is replaced by
+counted FLOPs at an assumed rate, so the tests do not depend on the machine's load)."""
+
+import json
+import shutil
+
+import pytest
+import yaml
+
+from radseg.cli import main
+from radseg.configs import load_config
+from radseg.pipeline.plan import make_plan
+from radseg.pipeline.plan.machine import flops_step_timer, measure_step_seconds
+from conftest import TINY_TRAIN
+
+
+@pytest.fixture
+def flops_timer(monkeypatch):
+    monkeypatch.setattr(make_plan, "measured_step_timer", lambda device: flops_step_timer(50.0))
+
+
+def test_measured_step_is_positive_and_grows_with_the_patch():
+    small = measure_step_seconds([4, 8], [8, 8, 8], 1, 1, 2, steps=1)
+    assert 0 < small < 30
+
+
+def test_plan_command_writes_a_loadable_commented_plan(phantom_dataset, tmp_path, flops_timer, capsys):
+    out = tmp_path / "plan.yaml"
+    assert main(["plan", "--data", str(phantom_dataset), "--budget", "20m", "--device", "cpu",
+                 "--output", str(out)]) == 0
+    printed = capsys.readouterr().out
+    assert "plan for CPU" in printed and f"radseg train --config {out}" in printed
+    cfg = load_config(out)
+    assert cfg.train.device == "cpu" and cfg.data.root == str(phantom_dataset)
+    text = out.read_text()
+    assert text.startswith("# radseg plan for") and "  # covers " in text
+    assert main(["plan", "--data", str(phantom_dataset), "--output", str(out)]) == 2  # no silent overwrite
+    assert "already exists; pass --overwrite" in capsys.readouterr().err
+
+
+def test_plan_refuses_a_class_missing_from_every_label(phantom_dataset, tmp_path, flops_timer, capsys):
+    data = tmp_path / "data"
+    shutil.copytree(phantom_dataset, data)
+    meta = json.loads((data / "dataset.json").read_text())
+    meta["labels"]["3"] = "metastasis"
+    (data / "dataset.json").write_text(json.dumps(meta))
+    assert main(["plan", "--data", str(data), "--output", str(tmp_path / "p.yaml")]) == 2
+    assert "class(es) 3 (metastasis) are declared" in capsys.readouterr().err
+    assert not (tmp_path / "p.yaml").exists()
+
+
+def test_budget_too_small_fails_before_training(phantom_dataset, tmp_path, flops_timer, capsys):
+    run = tmp_path / "run"
+    assert main(["train", "--data", str(phantom_dataset), "--output", str(run), "--budget", "20s"]) == 2
+    assert "the minimum is about" in capsys.readouterr().err
+    assert not run.exists()
+
+
+@pytest.mark.slow
+def test_train_budget_fold_all_trains_on_every_case(phantom_dataset, tmp_path, flops_timer, capsys, caplog):
+    run = tmp_path / "run"
+    tiny = [s for s in TINY_TRAIN if not s.startswith("data.num_folds")]
+    args = ["train", "--data", str(phantom_dataset), "--output", str(run), "--budget", "30m", "--fold", "all",
+            "--device", "cpu", *[a for item in tiny for a in ("--set", item)], "--set", "train.max_epochs=1"]
+    assert main(args) == 0
+    assert "trained 1 epochs" in capsys.readouterr().out
+    saved = yaml.safe_load((run / "config.yaml").read_text())
+    assert saved["data"]["fold"] == "all"
+    assert load_config(run / "plan.yaml").data.fold == 0  # the plan as planned; the run adds --fold and --set
+    assert "fold all: training on all 4 cases" in caplog.text
+
+
+def _mri_nnunet(root, cases=4, shape=(96, 96, 20), spacing=(0.6, 0.6, 3.6)):
+    """A tiny generated two-channel MRI dataset in the nnU-Net v2 raw layout (a ball as prostate)."""
+    import nibabel as nib
+    import numpy as np
+
+    rng = np.random.default_rng(0)
+    grid = np.indices(shape).astype(float) * np.asarray(spacing)[:, None, None, None]
+    for index in range(cases):
+        centre = np.asarray(shape) * spacing / 2 + rng.uniform(-5, 5, 3)
+        label = (sum((g - c) ** 2 for g, c in zip(grid, centre)) < 15.0**2).astype(np.uint8)
+        affine = np.diag([*spacing, 1.0])
+        for channel in range(2):
+            image = 100 + 50 * label + rng.normal(0, 10, shape)
+            path = root / "imagesTr" / f"pr_{index:03d}_{channel:04d}.nii.gz"
+            path.parent.mkdir(parents=True, exist_ok=True)
+            nib.save(nib.Nifti1Image(image.astype(np.float32), affine), path)
+        (root / "labelsTr").mkdir(exist_ok=True)
+        nib.save(nib.Nifti1Image(label, affine), root / "labelsTr" / f"pr_{index:03d}.nii.gz")
+    (root / "dataset.json").write_text(json.dumps({
+        "channel_names": {"0": "T2", "1": "ADC"}, "labels": {"background": 0, "prostate": 1},
+        "numTraining": cases, "file_ending": ".nii.gz", "name": "Dataset042_Tiny"}))
+    return root
+
+
+def test_plan_of_a_generated_two_channel_mri_nnunet_dataset(tmp_path, flops_timer):
+    from radseg.pipeline.plan.make_plan import plan_dataset
+
+    plan = plan_dataset(_mri_nnunet(tmp_path / "Dataset042_Tiny"), "10m", "cpu", progress=False)
+    cfg = plan.config
+    assert cfg.data.modality == "MRI" and cfg.data.num_folds == 4
+    assert cfg.preprocess.target_spacing[2] == pytest.approx(3.6)  # the coarse slice axis is never made finer
+    assert 30.0 / sorted(cfg.preprocess.target_spacing)[1] >= 6  # the 30 mm prostate spans >= 6 voxels
+    assert cfg.train.roi_size[2] * cfg.preprocess.target_spacing[2] <= 72.0 + 8 * 3.6  # within the 72 mm slab
+    assert cfg.augment.sampler == "pos_neg"  # the 30 mm ball fills 6% of this small field of view, in every case
+    assert load_config(make_plan.write_plan(plan, tmp_path / "plan.yaml")) == cfg
