@@ -1,7 +1,7 @@
 """What ``radseg predict`` writes per case, each file atomically, and the batch's ``volumes.csv``.
 
 Per case ``NAME``: ``NAME.nii.gz`` (uint8 labels on the scan's own grid), optionally
-``NAME_probabilities.npz`` (float16 ``probabilities[c, z, y, x]`` in the mask's array order, the
+``NAME_probabilities.npz`` (float16 ``probabilities[c, x, y, z]`` in the mask's voxel index order, the
 RAS ``affine`` of index ``(x, y, z)`` and the ``class_names``), and ``NAME.json``, written last: the record that the case is
 done (source scan, model, class volumes in mL). A rerun skips a case whose record and files exist.
 """
@@ -75,10 +75,19 @@ def write_mask(labels: np.ndarray, grid, path: Path) -> Path:
 
 def write_probabilities(probabilities: np.ndarray, affine_ras: np.ndarray, class_names: list[str],
                         path: Path) -> Path:
-    """Write float16 probabilities ``(C, Z, Y, X)`` with their RAS affine, atomically (npz)."""
+    """Write float16 probabilities with their RAS affine, atomically (npz).
+
+    Args:
+        probabilities: ``(C, Z, Y, X)`` (SimpleITK array order); stored as ``(C, X, Y, Z)``, the
+            voxel index order of the affine and of ``radseg evaluate``'s probability maps (numpy
+            writes the transposed view in chunks, without a second full copy).
+        affine_ras: 4x4 affine of voxel index ``(x, y, z)``.
+        class_names: one per channel, background first.
+        path: the ``NAME_probabilities.npz`` to write.
+    """
     with atomic_path(path) as tmp:
         with open(tmp, "wb") as handle:
-            np.savez(handle, probabilities=probabilities, affine=affine_ras, class_names=np.asarray(class_names))
+            np.savez(handle, probabilities=probabilities.transpose(0, 3, 2, 1), affine=affine_ras, class_names=np.asarray(class_names))
     return path
 
 

@@ -60,7 +60,7 @@ def test_probabilities_and_volumes_follow_the_labels(tmp_path):
     saved = np.load(out / "scan_probabilities.npz")
     labels = sitk.GetArrayFromImage(sitk.ReadImage(str(out / "scan.nii.gz")))
     assert saved["probabilities"].dtype == np.float16
-    np.testing.assert_array_equal(saved["probabilities"].argmax(0), labels)
+    np.testing.assert_array_equal(saved["probabilities"].argmax(0), labels.transpose(2, 1, 0))  # (X, Y, Z)
     rows = (out / "volumes.csv").read_text().splitlines()
     assert rows[0] == "case,organ_ml,lesion_ml"
     voxel_ml = np.prod(image.GetSpacing()) / 1000
