@@ -191,12 +191,30 @@ def _cmd_predict(args: argparse.Namespace) -> int:
         overwrite=args.overwrite, check_modality=not args.no_modality_check,
         extra_writers=tuple(writer for flag, writer in ((args.dicom_seg, dicom_seg_writer),
                                                         (args.quicklook, quicklook_writer)) if flag),
+        locate=_liver_locator(args.locate_with, args.locate_margin_mm, args.device) if args.locate_with else None,
     )
     summary = predict_many(args.model, args.input, args.output, options, device=args.device)
     for result in summary.failed:
         print(f"failed: {result.name}: {result.message}", file=sys.stderr)
     print(f"predict: {summary}; outputs in {args.output}")
     return 1 if summary.failed else 0
+
+
+def _liver_locator(checkpoint: Path, margin_mm: float, device: str):
+    """``locate(prepared, model)`` for predict: the slice model's liver z-range on the preprocessed grid."""
+    import torch
+    from monai.data import MetaTensor
+
+    from radseg.pipeline.slices.locate import locate_z_range
+    from radseg.pipeline.slices.infer import load_slice_model
+
+    slice_model = load_slice_model(checkpoint, device)
+
+    def locate(prepared, model):
+        image = MetaTensor(prepared.image[0], affine=torch.as_tensor(prepared.pre_affine))
+        return locate_z_range(slice_model, image, margin_mm, image_preprocess=model.preprocess.to_dict())
+
+    return locate
 
 
 def _add_predict_parser(sub) -> None:
@@ -215,6 +233,9 @@ def _add_predict_parser(sub) -> None:
     p.add_argument("--min-component-ml", type=float, default=0.0, help="drop components under this many mL")
     p.add_argument("--dicom-seg", action="store_true", help="also write a DICOM-SEG for DICOM input (NAME_seg.dcm)")
     p.add_argument("--quicklook", action="store_true", help="also write a PNG of three slices with the mask outlined")
+    p.add_argument("--locate-with", type=Path, default=None, metavar="SLICE_RUN/best.pt",
+                   help="run the 3D model only on the z-range a slice classifier marks as liver")
+    p.add_argument("--locate-margin-mm", type=float, default=20.0, help="margin added around the located liver")
     p.add_argument("--no-modality-check", action="store_true", help="predict scans that look like another modality")
     p.add_argument("--overwrite", action="store_true", help="predict cases whose outputs exist")
     p.set_defaults(func=_cmd_predict)

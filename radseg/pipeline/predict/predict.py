@@ -46,6 +46,10 @@ class PredictOptions:
         progress: progress bars.
         extra_writers: called as ``writer(case, labels, prepared, model, folder)`` after the mask
             is written, each returning the paths it wrote (DICOM-SEG, quick-look pictures).
+        locate: optional ``locate(prepared, model) -> (z_start, z_stop) | None`` on the preprocessed grid
+            (the slice branch's liver locator, passed in by the caller: predict does not import
+            it); windows outside that z-range are skipped like windows outside the body, and the
+            mask is still written on the scan's full grid. None from it runs the whole volume.
     """
 
     overlap: float | None = None
@@ -58,6 +62,7 @@ class PredictOptions:
     slab: int = 16
     progress: bool = True
     extra_writers: Sequence[Callable] = ()
+    locate: Callable | None = None
 
 
 @dataclass
@@ -193,8 +198,21 @@ def _network(model: PredictModel, prepared, options: PredictOptions):
         changes["sw_batch_size"] = options.sw_batch_size
     return sliding_window_predict(
         model.network, prepared.image, dataclasses.replace(cfg, **changes), model.cfg.train.roi_size,
-        device=model.device, amp=model.amp, output_device="cpu", body_mask=prepared.body,
+        device=model.device, amp=model.amp, output_device="cpu", body_mask=_located_body(model, prepared, options),
     )
+
+
+def _located_body(model: PredictModel, prepared, options: PredictOptions):
+    """The body mask, cut to the locator's z-range when one is given and finds it."""
+    if options.locate is None:
+        return prepared.body
+    z_range = options.locate(prepared, model)
+    if z_range is None:
+        return prepared.body
+    body = prepared.body.clone()
+    body[..., :z_range[0]] = False
+    body[..., z_range[1]:] = False
+    return body
 
 
 def _write(model, case, prepared, labels: np.ndarray, probs, files: outputs.CaseOutputs,

@@ -190,3 +190,38 @@ def test_torchrun_splits_the_cases_each_exactly_once(tmp_path):
     counts = [int(n) for n in re.findall(r"predict: (\d+) done", done.stdout)]
     assert sorted(counts) == [1, 2], done.stdout + done.stderr[-2000:]  # 3 cases over 2 processes, none twice
     assert len((tmp_path / "out" / "volumes.csv").read_text().splitlines()) == 4
+
+
+def test_locator_limits_the_windows_and_the_mask_keeps_the_full_grid(tmp_path, caplog):
+    image, label = phantom_scan(DIRECTIONS["LPS"])
+    source = _write(image, tmp_path / "scan.nrrd")
+    calls = []
+
+    def locate(prepared, model):
+        calls.append(prepared.image.shape[-1])
+        return (0, 4)  # the 4 lowest preprocessed slices only
+
+    options = PredictOptions(progress=False, locate=locate)
+    with caplog.at_level("INFO", logger="radseg.pipeline.predict.inference"):
+        (result,) = predict_many(oracle_model(roi=(32, 32, 4)), [source], tmp_path / "out", options).results
+    assert result.status == "done", result.message
+    assert calls
+    written = sitk.ReadImage(str(result.mask))
+    assert written.GetSize() == image.GetSize()
+    np.testing.assert_allclose(written.GetDirection(), image.GetDirection())
+    ran, total = map(int, re.search(r"ran (\d+) of (\d+) windows", caplog.text).groups())
+    assert ran < total
+    full = sitk.GetArrayFromImage(sitk.ReadImage(str(
+        predict_many(oracle_model(roi=(32, 32, 4)), [source], tmp_path / "full", QUIET).results[0].mask)))
+    located = sitk.GetArrayFromImage(written)
+    assert 0 < (located > 0).sum() < (full > 0).sum()  # labels only near the located slab
+
+
+def test_locator_that_finds_nothing_runs_the_whole_volume(tmp_path):
+    image, _ = phantom_scan(DIRECTIONS["RAS"])
+    source = _write(image, tmp_path / "scan.nrrd")
+    options = PredictOptions(progress=False, locate=lambda prepared, model: None)
+    located = predict_many(oracle_model(), [source], tmp_path / "a", options).results[0].mask
+    full = predict_many(oracle_model(), [source], tmp_path / "b", QUIET).results[0].mask
+    np.testing.assert_array_equal(sitk.GetArrayFromImage(sitk.ReadImage(str(located))),
+                                  sitk.GetArrayFromImage(sitk.ReadImage(str(full))))
