@@ -24,7 +24,7 @@ from dataclasses import dataclass, field
 import numpy as np
 from scipy import ndimage
 
-from radseg.pipeline.evaluate.surface import bounding_box
+from radseg.pipeline.core.masks import bounding_box
 
 MATCHING_RULE = (
     "lesions are 26-connected components; a predicted and a true lesion match when their overlap "

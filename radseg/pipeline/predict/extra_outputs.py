@@ -13,6 +13,7 @@ from pathlib import Path
 import numpy as np
 import SimpleITK as sitk
 
+from radseg.pipeline.core.masks import bounding_box
 from radseg.pipeline.core.quicklook import save_quicklook
 from radseg.pipeline.predict.dicom_seg import write_dicom_seg
 from radseg.transforms.io import read_image
@@ -72,11 +73,5 @@ def quicklook_writer(case, labels: np.ndarray, prepared, model, folder: Path) ->
 
 def _center(volume: np.ndarray) -> tuple[int, ...] | None:
     """The centre of the predicted foreground's bounding box (the slices pass through it), or None."""
-    foreground = volume > 0
-    center = []
-    for axis in range(3):
-        present = np.flatnonzero(foreground.any(axis=tuple(a for a in range(3) if a != axis)))
-        if not len(present):
-            return None
-        center.append(int(present[0] + present[-1]) // 2)
-    return tuple(center)
+    box = bounding_box(volume > 0)
+    return None if box is None else tuple((axis.start + axis.stop - 1) // 2 for axis in box)

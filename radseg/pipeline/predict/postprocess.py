@@ -12,6 +12,8 @@ from dataclasses import dataclass
 import numpy as np
 from scipy import ndimage
 
+from radseg.pipeline.core.masks import bounding_box
+
 _FULL = np.ones((3, 3, 3), dtype=bool)
 
 
@@ -51,7 +53,7 @@ def postprocess(labels: np.ndarray, num_classes: int, voxel_ml: float, cfg: Post
         return labels
     min_voxels = cfg.min_component_ml / voxel_ml if voxel_ml > 0 else 0.0
     for value in range(1, num_classes):
-        box = _bounding_box(labels == value)
+        box = bounding_box(labels == value, margin=1)
         if box is None:
             continue
         region = labels[box]
@@ -81,15 +83,3 @@ def _components(mask: np.ndarray, largest: bool, min_voxels: float) -> np.ndarra
     keep_ids &= sizes >= min_voxels
     keep_ids[0] = False
     return keep_ids[components]
-
-
-def _bounding_box(mask: np.ndarray) -> tuple[slice, ...] | None:
-    """The box around ``mask``'s true voxels, one voxel wider where the array allows."""
-    box = []
-    for axis in range(mask.ndim):
-        other = tuple(a for a in range(mask.ndim) if a != axis)
-        hit = np.flatnonzero(mask.any(axis=other))
-        if hit.size == 0:
-            return None
-        box.append(slice(max(int(hit[0]) - 1, 0), min(int(hit[-1]) + 2, mask.shape[axis])))
-    return tuple(box)

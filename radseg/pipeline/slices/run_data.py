@@ -14,11 +14,11 @@ from radseg.errors import DataError
 from radseg.pipeline.core import distributed as ddp
 from radseg.pipeline.slices.samples import SliceCase, build_slice_transforms, class_balance, load_slice_cases, \
     resolve_label_values, user_errors
+from radseg.pipeline.train.run_setup import run_fingerprint
 
 logger = logging.getLogger(__name__)
 
 SPLITS_FILE = "splits.json"
-FINGERPRINT_FILE = "fingerprint.json"
 
 
 @dataclass
@@ -62,7 +62,7 @@ def prepare_slice_data(cfg: RadsegConfig, data: Path, run_dir: Path, info: ddp.D
     liver, lesion = resolve_label_values(spec.labels, cfg.slices)
     patient_of = patient_lookup(spec.training, cfg.slices.patient_pattern)
     train_cases, val_cases = _fold_cases(cfg, spec.training, run_dir, patient_of, info)
-    fingerprint = _fingerprint(to_datalist(train_cases), modality, run_dir, info, fresh, progress)
+    fingerprint = run_fingerprint(to_datalist(train_cases), modality, run_dir, info, fresh, progress)
     resolved = resolve_preprocess(cfg.preprocess, fingerprint, modality)
     transform = build_slice_transforms(resolved, cfg, (liver, lesion), image_dtype=cfg.cache.image_dtype)
     settings = preprocess_settings(resolved, cfg.cache.image_dtype)
@@ -101,16 +101,3 @@ def _fold_cases(cfg: RadsegConfig, cases: list, run_dir: Path, patient_of, info:
                 len(fold["train"]), len(fold["val"]), len({patient_of(c) for c in fold["train"]}),
                 len({patient_of(c) for c in fold["val"]}))
     return [by_id[i] for i in fold["train"]], [by_id[i] for i in fold["val"]]
-
-
-def _fingerprint(datalist: list[dict], modality: str, run_dir: Path, info: ddp.DistInfo, fresh: bool, progress: bool):
-    from radseg.transforms.fingerprint import compute_fingerprint, load_fingerprint, save_fingerprint
-
-    path = run_dir / FINGERPRINT_FILE
-
-    def _compute() -> None:
-        if fresh or not path.is_file():
-            save_fingerprint(compute_fingerprint(datalist, modality, progress=progress), path)
-
-    ddp.run_on_main(_compute, info)
-    return load_fingerprint(path)

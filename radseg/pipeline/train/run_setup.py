@@ -242,7 +242,7 @@ def prepare_data(cfg: RadsegConfig, data: Path, run_dir: Path, info: ddp.DistInf
     train_cases, val_cases = _fold_cases(cfg, spec, run_dir, info)
     # the fingerprint covers every labelled case, as nnU-Net's does: the preprocessing (and so the
     # cache entries) is the same for every fold and for `radseg cache`
-    fingerprint = _fingerprint(to_datalist(spec.training), modality, run_dir, info, fresh, progress)
+    fingerprint = run_fingerprint(to_datalist(spec.training), modality, run_dir, info, fresh, progress)
     resolved = resolve_preprocess(cfg.preprocess, fingerprint, modality)
     train_ds, val_ds, weights = _datasets(cfg, resolved, spec.num_classes, to_datalist(train_cases),
                                           to_datalist(val_cases), info, progress)
@@ -266,8 +266,9 @@ def _fold_cases(cfg: RadsegConfig, spec, run_dir: Path, info: ddp.DistInfo) -> t
     return [by_id[i] for i in fold["train"]], [by_id[i] for i in fold["val"]]
 
 
-def _fingerprint(datalist: list[dict], modality: str, run_dir: Path, info: ddp.DistInfo, fresh: bool,
+def run_fingerprint(datalist: list[dict], modality: str, run_dir: Path, info: ddp.DistInfo, fresh: bool,
                  progress: bool):
+    """The run folder's fingerprint: computed once by the main rank (again when ``fresh``), read by all."""
     from radseg.transforms.fingerprint import compute_fingerprint, load_fingerprint, save_fingerprint
 
     path = run_dir / FINGERPRINT_FILE
