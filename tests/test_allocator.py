@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from radseg.allocator import SWITCH, TUNABLES, allocator_environment, heap_serves_large_blocks, is_glibc
+from radseg.allocator import SWITCH, TUNABLES, allocator_environment, is_glibc
 
 ROOT = Path(__file__).resolve().parents[1]
 glibc_only = pytest.mark.skipif(not is_glibc(), reason="the allocator setting applies to glibc only")
@@ -88,9 +88,17 @@ def test_environment_extends_other_tunables():
 
 @glibc_only
 def test_probe_sees_the_difference():
-    # the probe must be able to fail: this pytest process runs with whatever its launcher gave it
-    expected = "glibc.malloc.mmap_threshold=4294967295" in os.environ.get(TUNABLES, "")
-    assert heap_serves_large_blocks() is expected
+    # the probe must be able to fail, and it is only reliable at start-up (a long-lived process such as
+    # this pytest run may serve the block from memory freed earlier), so it runs in fresh interpreters
+    code = "from radseg.allocator import heap_serves_large_blocks; print(heap_serves_large_blocks())"
+
+    def probe(env: dict[str, str]) -> str:
+        return subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True,
+                              check=True, timeout=120).stdout.strip()
+
+    tunables = "glibc.malloc.mmap_threshold=4294967295:glibc.malloc.trim_threshold=4294967295"
+    assert probe(_env()) == "False"
+    assert probe(_env(**{TUNABLES: tunables})) == "True"
 
 
 @glibc_only
