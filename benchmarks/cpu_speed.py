@@ -40,7 +40,8 @@ VARIANTS = [
     ("mallopt in-process (32 MiB cap)", {"RADSEG_ALLOCATOR": "off"}, ["--mallopt"]),
     ("mimalloc (LD_PRELOAD)", {"RADSEG_ALLOCATOR": "off", "LD_PRELOAD": "{mimalloc}"}, []),
     ("radseg: GLIBC_TUNABLES", {}, []),
-    ("radseg + channels-last", {}, ["--channels-last"]),
+    ("radseg + channels-last (both)", {}, ["--channels-last"]),
+    ("radseg now: CL step, plain window", {}, ["--channels-last-train"]),
     ("radseg + bf16 autocast", {}, ["--bf16"]),
 ]
 
@@ -129,7 +130,8 @@ def _train_step(args) -> dict:
     from radseg.pipeline.train.losses import build_loss
     from radseg.pipeline.train.schedule import build_optimizer
 
-    cfg, network = _demo_network(args.channels_last)
+    channels_last = args.channels_last or args.channels_last_train
+    cfg, network = _demo_network(channels_last)
     gflops = _train_gflops(network)
     optimizer = build_optimizer(cfg.train, network.parameters())
     loss_fn = build_loss(cfg.train, CLASSES)
@@ -140,7 +142,7 @@ def _train_step(args) -> dict:
 
     def run(steps: int) -> None:
         train_one_epoch(network, [batch] * steps, loss_fn, optimizer, cfg.train, start_iteration=0,
-                        device=torch.device("cpu"), amp=amp, channels_last=args.channels_last, progress=False)
+                        device=torch.device("cpu"), amp=amp, channels_last=channels_last, progress=False)
 
     run(2)  # warm-up: oneDNN primitives, allocator pools
     result = _timed(lambda: run(1), args.steps)
@@ -243,8 +245,10 @@ def _run_child(kind: str, env_changes: dict, flags: list, args) -> dict:
     return json.loads(done.stdout.strip().splitlines()[-1])
 
 
-def _peak_for(flags: list, peaks: dict) -> float:
-    return peaks["bf16" if "--bf16" in flags else "channels-last" if "--channels-last" in flags else "fp32"]
+def _peak_for(flags: list, peaks: dict, part: str) -> float:
+    """The conv peak matching a variant's kernels for one part (``train`` or ``window``)."""
+    last = "--channels-last" in flags or ("--channels-last-train" in flags and part == "train")
+    return peaks["bf16" if "--bf16" in flags else "channels-last" if last else "fp32"]
 
 
 def _row(label: str, part: dict, peak: float, base: dict) -> str:
@@ -320,7 +324,7 @@ def _parent(args) -> None:
     for part, title in (("train", f"train step, batch {BATCH} x {ROI}"), ("window", f"sliding window, {VOLUME}")):
         lines += [f"{title}: per step / per volume", header]
         base = results[0][2][part]
-        lines += [_row(label, out[part], _peak_for(flags, peaks), base) for label, flags, out in results]
+        lines += [_row(label, out[part], _peak_for(flags, peaks, part), base) for label, flags, out in results]
         lines.append("")
     lines += _thread_rows(args)
     lines += [f"allocator ({label}): {out['allocator']}" for label, _, out in results]
@@ -343,6 +347,7 @@ def main() -> None:
     parser.add_argument("--child", choices=["peak", "step", "fed"], help=argparse.SUPPRESS)
     parser.add_argument("--workers", type=int, default=0, help=argparse.SUPPRESS)
     parser.add_argument("--channels-last", action="store_true", help=argparse.SUPPRESS)
+    parser.add_argument("--channels-last-train", action="store_true", help=argparse.SUPPRESS)
     parser.add_argument("--bf16", action="store_true", help=argparse.SUPPRESS)
     parser.add_argument("--mallopt", action="store_true", help=argparse.SUPPRESS)
     args = parser.parse_args()

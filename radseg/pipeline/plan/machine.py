@@ -91,11 +91,15 @@ def measure_step_seconds(widths: Sequence[int], roi_size: Sequence[int], patches
     """
     from radseg.networks import build_network
     from radseg.configs.schema import NetworkConfig
+    from radseg.pipeline.core.memory_format import use_channels_last
 
     network = build_network(NetworkConfig(name="unet3d", params={"widths": list(widths)}),
                             in_channels=in_channels, out_channels=out_channels).to(device)
-    optimizer = torch.optim.AdamW(network.parameters(), lr=1e-4)
     image = torch.randn(patches, in_channels, *roi_size, device=device)
+    if use_channels_last(True, device, 3, training=True):  # the layout training will use
+        network = network.to(memory_format=torch.channels_last_3d)
+        image = image.contiguous(memory_format=torch.channels_last_3d)
+    optimizer = torch.optim.AdamW(network.parameters(), lr=1e-4)
     label = torch.randint(0, out_channels, (patches, *roi_size), device=device)
     amp = torch.bfloat16 if device == "cuda" and torch.cuda.is_bf16_supported() else None
     times = []

@@ -22,13 +22,10 @@ from monai.inferers import sliding_window_inference
 
 from radseg.configs.schema import InferenceConfig
 from radseg.errors import ConfigError
+from radseg.pipeline.core.memory_format import contiguous_weights, use_channels_last  # noqa: F401 (re-exported)
 
 logger = logging.getLogger(__name__)
 
-#: channels_last_3d on CPU (oneDNN). Measured on 2 AVX2 cores (benchmarks/cpu_speed.py): the demo's training
-#: step 1.18x faster, its sliding window 1.16x slower; the network's weights serve both, so it stays off
-#: until validation can switch formats.
-_CPU_CHANNELS_LAST = False
 _AMP_DTYPES = {"bf16": torch.bfloat16, "fp16": torch.float16}
 
 
@@ -71,19 +68,6 @@ def cpu_has_native_bf16() -> bool:
     cpu = getattr(torch, "cpu", None)
     checks = [getattr(cpu, name, None) for name in ("_is_avx512_bf16_supported", "_is_amx_tile_supported")]
     return any(check() for check in checks if check is not None)
-
-
-def use_channels_last(setting: bool, device: torch.device | str, spatial_dims: int) -> bool:
-    """Whether a 3D network runs on ``channels_last_3d`` tensors (``train.channels_last``).
-
-    On CUDA the setting is followed. On CPU channels-last 3D was measured (benchmarks/cpu_speed.py)
-    against contiguous tensors for the training step and the sliding window and is kept off: see
-    ``_CPU_CHANNELS_LAST``.
-    """
-    if not setting or spatial_dims != 3:
-        return False
-    device = torch.device(device)
-    return device.type == "cuda" or (device.type == "cpu" and _CPU_CHANNELS_LAST and torch.backends.mkldnn.is_available())
 
 
 def autocast(device: torch.device | str, dtype: torch.dtype | None) -> contextlib.AbstractContextManager:

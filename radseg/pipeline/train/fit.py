@@ -9,6 +9,7 @@ ends with the same weights as an uninterrupted run (bit for bit on CPU with
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import logging
 import math
@@ -29,7 +30,8 @@ from radseg.configs.schema import RadsegConfig
 from radseg.errors import DataError
 from radseg.pipeline.core import distributed as ddp
 from radseg.pipeline.core.checkpoint import BEST, LAST, capture_rng_state, restore_rng_state, save_checkpoint
-from radseg.pipeline.predict.inference import resolve_amp, use_channels_last
+from radseg.pipeline.core.memory_format import contiguous_weights, use_channels_last
+from radseg.pipeline.predict.inference import resolve_amp
 from radseg.pipeline.train.losses import build_loss
 from radseg.pipeline.train.run_log import RunLog
 from radseg.pipeline.train.run_setup import RunData, prepare_data, prepare_run_folder
@@ -160,9 +162,18 @@ def _build_network(cfg: RadsegConfig, run_data: RunData, device: torch.device) -
 
     network = build_network(cfg.network, in_channels=run_data.in_channels, out_channels=run_data.num_classes)
     network = network.to(device)
-    if use_channels_last(cfg.train.channels_last, device, len(cfg.train.roi_size)):
+    if _channels_last(cfg, device):
         network = network.to(memory_format=torch.channels_last_3d)
     return network
+
+
+def _channels_last(cfg: RadsegConfig, device: torch.device) -> bool:
+    """Whether training steps run channels-last (on CPU a single process only: the weights switch
+    format around validation, which DDP's gradient buckets would not follow)."""
+    single = not (torch.distributed.is_available() and torch.distributed.is_initialized()
+                  and torch.distributed.get_world_size() > 1)
+    use = use_channels_last(cfg.train.channels_last, device, len(cfg.train.roi_size), training=True)
+    return use and (torch.device(device).type == "cuda" or single)
 
 
 def _seed_epoch(seed: int, epoch: int, rank: int) -> int:
@@ -184,7 +195,7 @@ def _run_epoch(cfg, run_data, model, network, loss_fn, optimizer, scaler, amp, s
     metrics = train_one_epoch(
         model, cycle_batches(loader, cfg.train.iterations_per_epoch), loss_fn, optimizer, cfg.train,
         start_iteration=state.iteration, device=info.device, amp=amp, scaler=scaler,
-        channels_last=use_channels_last(cfg.train.channels_last, info.device, len(cfg.train.roi_size)), progress=show,
+        channels_last=_channels_last(cfg, info.device), progress=show,
         desc=f"epoch {epoch + 1}/{cfg.train.max_epochs}",
     )
     del loader  # ends persistent workers before the next epoch's loader starts its own
@@ -206,10 +217,12 @@ def _validate(cfg, run_data: RunData, network, amp, info, progress: bool) -> dic
 
     start = time.perf_counter()
     loader = build_loader(run_data.val_dataset, 1, cfg.cache.num_workers, False, cfg.train.seed)
-    dice_sum, dice_count, per_case = validate(
-        network, loader, cfg.inference, cfg.train.roi_size, run_data.num_classes,
-        device=info.device, amp=amp, progress=progress,
-    )
+    windows_last = use_channels_last(cfg.train.channels_last, info.device, len(cfg.train.roi_size))
+    with contextlib.nullcontext(network) if windows_last else contiguous_weights(network):
+        dice_sum, dice_count, per_case = validate(
+            network, loader, cfg.inference, cfg.train.roi_size, run_data.num_classes,
+            device=info.device, amp=amp, progress=progress,
+        )
     del loader
     # each rank scored its own disjoint cases: sums and counts add up to every case exactly once
     totals = ddp.all_reduce_sum(torch.cat([dice_sum, dice_count, torch.tensor([float(len(per_case))])]), info)

@@ -9,6 +9,7 @@ from radseg.configs.schema import InferenceConfig
 from radseg.errors import ConfigError
 from radseg.pipeline.predict.inference import (
     SlidingWindowPredictor,
+    contiguous_weights,
     full_resolution_output,
     resolve_amp,
     sliding_window_predict,
@@ -110,14 +111,35 @@ def test_helpers():
 
 
 def test_channels_last_follows_the_setting_on_cuda_and_the_measurement_on_cpu():
-    from radseg.pipeline.predict import inference
+    from radseg.pipeline.core.memory_format import CPU_CHANNELS_LAST
 
     assert use_channels_last(True, "cuda", 3) is True
     assert use_channels_last(False, "cuda", 3) is False
     assert use_channels_last(True, "cuda", 2) is False
-    expected = inference._CPU_CHANNELS_LAST and torch.backends.mkldnn.is_available()
-    assert use_channels_last(True, "cpu", 3) is expected
-    assert use_channels_last(False, "cpu", 3) is False
+    onednn = torch.backends.mkldnn.is_available()
+    assert use_channels_last(True, "cpu", 3) is (CPU_CHANNELS_LAST["infer"] and onednn)
+    assert use_channels_last(True, "cpu", 3, training=True) is (CPU_CHANNELS_LAST["train"] and onednn)
+    assert use_channels_last(False, "cpu", 3, training=True) is False
+    assert use_channels_last(True, "cpu", 2, training=True) is False
+
+
+def test_contiguous_weights_switch_the_layout_and_back_keeping_the_parameters():
+    network = torch.nn.Sequential(torch.nn.Conv3d(2, 4, 3), torch.nn.Conv3d(4, 2, 1)).to(
+        memory_format=torch.channels_last_3d)
+    params = list(network.parameters())
+    before = [p.detach().clone() for p in params]
+    assert not params[0].is_contiguous()
+    with contiguous_weights(network) as inside:
+        assert inside is network
+        assert all(p.is_contiguous() for p in network.parameters())
+    assert [p is q for p, q in zip(network.parameters(), params)] == [True] * len(params)
+    assert params[0].is_contiguous(memory_format=torch.channels_last_3d) and not params[0].is_contiguous()
+    for p, q in zip(network.parameters(), before):
+        torch.testing.assert_close(p, q, rtol=0, atol=0)
+    plain = torch.nn.Conv3d(1, 1, 3)
+    with contiguous_weights(plain):  # already contiguous: left alone
+        assert plain.weight.is_contiguous()
+    assert plain.weight.is_contiguous()
 
 
 def test_channels_last_windows_give_the_same_prediction():

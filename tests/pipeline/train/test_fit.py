@@ -204,3 +204,36 @@ def test_fit_refuses_2d_networks_and_undeclared_modality(phantom_dataset, tmp_pa
     with pytest.raises(ConfigError, match="does not declare its modality .folders layout.; set data.modality=CT"):
         fit(_cfg("data.modality=auto"), folders, tmp_path / "run_mod", progress=False)
     assert not (tmp_path / "run2d").exists() and not (tmp_path / "run_mod").exists()
+
+
+def test_cpu_training_steps_run_channels_last_and_validation_contiguous(phantom_dataset, tmp_path, monkeypatch):
+    """On CPU the steps are faster channels-last and the windows slower (benchmarks/cpu_speed.py):
+    the weights are channels-last while training and contiguous while validating."""
+    from radseg.pipeline.train import fit as fit_module
+
+    if not torch.backends.mkldnn.is_available():
+        pytest.skip("oneDNN is not available: channels-last stays off on this CPU")
+    seen = {"train": [], "validate": []}
+
+    def _layout(network) -> str:
+        weight = next(p for p in network.parameters() if p.dim() == 5 and p.shape[1] > 1)  # 1 channel: both
+        return "contiguous" if weight.is_contiguous() else "channels_last"
+
+    real_epoch, real_validate = fit_module.train_one_epoch, fit_module.validate
+
+    def recording_epoch(model, *args, **kwargs):
+        seen["train"].append((_layout(model), kwargs["channels_last"]))
+        return real_epoch(model, *args, **kwargs)
+
+    def recording_validate(network, *args, **kwargs):
+        seen["validate"].append(_layout(network))
+        return real_validate(network, *args, **kwargs)
+
+    monkeypatch.setattr(fit_module, "train_one_epoch", recording_epoch)
+    monkeypatch.setattr(fit_module, "validate", recording_validate)
+    fit(_cfg("train.val_interval=1", "train.device=cpu"), phantom_dataset, tmp_path / "run", progress=False)
+    assert seen["train"] == [("channels_last", True)] * 2
+    assert seen["validate"] == ["contiguous"] * 2
+    fit(_cfg("train.val_interval=1", "train.device=cpu", "train.channels_last=false"), phantom_dataset,
+        tmp_path / "plain", progress=False)
+    assert seen["train"][2:] == [("contiguous", False)] * 2
