@@ -166,12 +166,20 @@ def fold_train_ids(spec: DatasetSpec, run_dir: Path, overrides: list[str]) -> li
     return list(folds[cfg.data.fold]["train"])
 
 
-def baseline_transforms(train: bool) -> monai.transforms.Compose:
-    """The spleen tutorial's chain: deterministic steps (cached), then the random crop for training."""
+def baseline_transforms(train: bool, label: bool = True) -> monai.transforms.Compose:
+    """The spleen tutorial's chain: deterministic steps (cached), then the random crop for training.
+
+    Args:
+        train: add the padding and the random pos/neg crop.
+        label: load and transform the label with the image; False for inference on images alone
+            (``train`` needs the label).
+    """
     from monai.transforms import (Compose, CropForegroundd, EnsureChannelFirstd, LoadImaged, Orientationd,
                                   RandCropByPosNegLabeld, ScaleIntensityRanged, SpatialPadd, Spacingd)
 
-    both = [keys.IMAGE, keys.LABEL]
+    if train and not label:
+        raise ValueError("baseline_transforms(train=True) crops around the label; it needs label=True")
+    both = [keys.IMAGE, keys.LABEL] if label else [keys.IMAGE]
     steps = [
         LoadImaged(keys=both),
         EnsureChannelFirstd(keys=both),
@@ -179,7 +187,7 @@ def baseline_transforms(train: bool) -> monai.transforms.Compose:
                              clip=True),
         CropForegroundd(keys=both, source_key=keys.IMAGE),
         Orientationd(keys=both, axcodes="RAS"),
-        Spacingd(keys=both, pixdim=PIXDIM, mode=("bilinear", "nearest")),
+        Spacingd(keys=both, pixdim=PIXDIM, mode=("bilinear", "nearest")[:len(both)]),
     ]
     if train:
         steps += [
@@ -236,20 +244,72 @@ def train_baseline(network, loader, budget_seconds: float, device: torch.device)
 def evaluate_baseline(network, spec: DatasetSpec, device: torch.device) -> Evaluation:
     """Dice per case and class on the held-out cases, on the tutorial's preprocessed grid."""
     from monai.data import Dataset
-    from monai.inferers import sliding_window_inference
 
     network.eval()
     per_case = {}
     dataset = Dataset(to_datalist(spec.test), baseline_transforms(train=False))
     with torch.no_grad():
         for case in tqdm(dataset, desc="baseline test cases", unit="case"):
-            image = _plain(case[keys.IMAGE])[None].to(device)
-            logits = sliding_window_inference(image, ROI_SIZE, SW_BATCH_SIZE, network, overlap=OVERLAP)
-            pred = _plain(logits).argmax(dim=1)[0].cpu()
+            pred = _baseline_logits(network, case[keys.IMAGE], device).argmax(dim=0)
             label = _plain(case[keys.LABEL])[0].round().long()
             per_case[case[keys.CASE_ID]] = dice_per_class(pred, label, spec.num_classes).tolist()
     names = [spec.labels[index] for index in range(1, spec.num_classes)]
     return Evaluation(names, per_case)
+
+
+def _baseline_logits(network, image, device: torch.device) -> torch.Tensor:
+    """The tutorial's sliding window over one preprocessed ``(1, X, Y, Z)`` image: ``(C, X, Y, Z)`` logits on CPU."""
+    from monai.inferers import sliding_window_inference
+
+    logits = sliding_window_inference(_plain(image)[None].to(device), ROI_SIZE, SW_BATCH_SIZE, network,
+                                      overlap=OVERLAP)
+    return _plain(logits)[0].cpu()
+
+
+def predict_baseline_original(network, spec: DatasetSpec, output: Path, device: torch.device) -> list[Path]:
+    """The tutorial's inference on the held-out images, taken back to each image's own grid and written.
+
+    As the tutorial's "inference on original images": the preprocessing of :func:`baseline_transforms`
+    (no label), sliding window, ``Invertd`` (the inverse of ``Spacingd``, ``Orientationd`` and
+    ``CropForegroundd`` applied to the logits, interpolated as the image was, ``nearest_interp=False``),
+    then ``AsDiscreted(argmax=True)``. Each mask is written as uint8 ``<case id>.nii.gz`` with the affine
+    the inversion restored (atomically), the layout ``radseg evaluate`` reads.
+
+    Args:
+        network: the trained tutorial UNet.
+        spec: the dataset; its ``test`` cases are predicted.
+        output: the folder for the masks (created).
+        device: where the network runs.
+
+    Returns:
+        The mask files, one per held-out case, in ``spec.test`` order.
+    """
+    import nibabel as nib
+    import numpy as np
+    from monai.data import Dataset, MetaTensor
+    from monai.transforms import AsDiscreted, Compose, Invertd
+
+    from radseg.atomic import atomic_path
+
+    preprocess = baseline_transforms(train=False, label=False)
+    postprocess = Compose([
+        Invertd(keys=keys.PRED, transform=preprocess, orig_keys=keys.IMAGE, nearest_interp=False, to_tensor=True),
+        AsDiscreted(keys=keys.PRED, argmax=True),
+    ])
+    datalist = [{keys.IMAGE: case[keys.IMAGE], keys.CASE_ID: case[keys.CASE_ID]} for case in to_datalist(spec.test)]
+    output.mkdir(parents=True, exist_ok=True)
+    network.eval()
+    written = []
+    with torch.no_grad():
+        for case in tqdm(Dataset(datalist, preprocess), desc="baseline predict (original grid)", unit="case"):
+            # a MetaTensor, so that Invertd takes the image's applied operations and metadata
+            case[keys.PRED] = MetaTensor(_baseline_logits(network, case[keys.IMAGE], device))
+            mask = postprocess(case)[keys.PRED]
+            path = output / f"{case[keys.CASE_ID]}.nii.gz"
+            with atomic_path(path, keep_suffix=True) as tmp:
+                nib.save(nib.Nifti1Image(_plain(mask)[0].numpy().astype(np.uint8), mask.affine.numpy()), tmp)
+            written.append(path)
+    return written
 
 
 def run_baseline(spec: DatasetSpec, train_ids: list[str], args: argparse.Namespace,
