@@ -19,8 +19,11 @@ from radseg.errors import ConfigError
 
 logger = logging.getLogger(__name__)
 
-#: (widths, roi_size, patches per step, in_channels, out_channels) -> seconds per training step
-StepTimer = Callable[[Sequence[int], Sequence[int], int, int, int], float]
+#: (widths, roi_size, patches per step, in_channels, out_channels, network=name) -> seconds per training step
+StepTimer = Callable[..., float]
+#: the U-Nets a plan sizes: radseg's ``unet3d`` (two convolutions at full resolution, as nnU-Net) and MONAI's
+#: ``monai_unet`` (its first residual unit is strided: only the output layer runs at full resolution)
+PLANNED_NETWORKS = ("unet3d", "monai_unet")
 
 
 @dataclass(frozen=True)
@@ -74,9 +77,24 @@ def _available_ram_gb() -> float:
     return os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") / 2**30
 
 
+def planned_network(name: str, widths: Sequence[int], deep_supervision: bool = False):
+    """The ``network`` section of a plan: one of :data:`PLANNED_NETWORKS` with ``widths`` per level.
+
+    Raises:
+        ConfigError: a network the planner does not size.
+    """
+    from radseg.configs.schema import NetworkConfig
+
+    if name == "unet3d":
+        return NetworkConfig(name=name, params={"widths": list(widths), "deep_supervision": deep_supervision})
+    if name == "monai_unet":
+        return NetworkConfig(name=name, params={"channels": list(widths), "num_res_units": 2})
+    raise ConfigError(f"the planner sizes {', '.join(PLANNED_NETWORKS)}, not {name!r}")
+
+
 def measure_step_seconds(widths: Sequence[int], roi_size: Sequence[int], patches: int, in_channels: int,
-                         out_channels: int, *, device: str = "cpu", steps: int = 3) -> float:
-    """Seconds per training step of ``unet3d`` measured on random data (after one warm-up step).
+                         out_channels: int, *, device: str = "cpu", steps: int = 3, network: str = "unet3d") -> float:
+    """Seconds per training step of a planned network measured on random data (after one warm-up step).
 
     The fastest timed step is returned: on a shared machine a step that another process pre-empted
     measures that process, not the network.
@@ -88,13 +106,14 @@ def measure_step_seconds(widths: Sequence[int], roi_size: Sequence[int], patches
         in_channels, out_channels: channels of the input and classes of the output.
         device: "cpu" or "cuda".
         steps: timed steps (the fastest is returned).
+        network: one of :data:`PLANNED_NETWORKS`.
     """
     from radseg.networks import build_network
-    from radseg.configs.schema import NetworkConfig
     from radseg.pipeline.core.memory_format import use_channels_last
 
-    network = build_network(NetworkConfig(name="unet3d", params={"widths": list(widths)}),
-                            in_channels=in_channels, out_channels=out_channels).to(device)
+    name = network
+    network = build_network(planned_network(name, widths), in_channels=in_channels,
+                            out_channels=out_channels).to(device)
     image = torch.randn(patches, in_channels, *roi_size, device=device)
     if use_channels_last(True, device, 3, training=True):  # the layout training will use
         network = network.to(memory_format=torch.channels_last_3d)
@@ -116,7 +135,7 @@ def measure_step_seconds(widths: Sequence[int], roi_size: Sequence[int], patches
             times.append(time.perf_counter() - start)
     del network, optimizer, image, label
     seconds = min(times)
-    logger.info("calibration: unet3d %s, patch %s x %d: %.3f s/step", list(widths), list(roi_size), patches, seconds)
+    logger.info("calibration: " + name + " %s, patch %s x %d: %.3f s/step", list(widths), list(roi_size), patches, seconds)
     return seconds
 
 
@@ -124,22 +143,22 @@ def measured_step_timer(device: str) -> StepTimer:
     """A :data:`StepTimer` that measures on ``device`` and remembers each measurement."""
     memo: dict[tuple, float] = {}
 
-    def timer(widths, roi_size, patches, in_channels, out_channels) -> float:
-        key = (tuple(widths), tuple(roi_size), patches, in_channels, out_channels)
+    def timer(widths, roi_size, patches, in_channels, out_channels, network="unet3d") -> float:
+        key = (tuple(widths), tuple(roi_size), patches, in_channels, out_channels, network)
         if key not in memo:
-            memo[key] = measure_step_seconds(widths, roi_size, patches, in_channels, out_channels, device=device)
+            memo[key] = measure_step_seconds(widths, roi_size, patches, in_channels, out_channels, device=device,
+                                             network=network)
         return memo[key]
 
     return timer
 
 
-def unet_gflops(widths: Sequence[int], roi_size: Sequence[int], in_channels: int, out_channels: int) -> float:
-    """Forward GFLOPs of ``unet3d`` with ``widths`` on one patch (counted on the meta device, no arithmetic)."""
-    from radseg.configs.schema import NetworkConfig
+def unet_gflops(widths: Sequence[int], roi_size: Sequence[int], in_channels: int, out_channels: int,
+                network: str = "unet3d") -> float:
+    """Forward GFLOPs of a planned network with ``widths`` on one patch (counted on the meta device)."""
     from radseg.networks import build_network, count_gflops
 
-    network = build_network(NetworkConfig(name="unet3d", params={"widths": list(widths)}),
-                            in_channels=in_channels, out_channels=out_channels)
+    network = build_network(planned_network(network, widths), in_channels=in_channels, out_channels=out_channels)
     return count_gflops(network, roi_size, in_channels)
 
 
@@ -150,23 +169,27 @@ def flops_step_timer(gflops_per_second: float) -> StepTimer:
     """
     memo: dict[tuple, float] = {}
 
-    def timer(widths, roi_size, patches, in_channels, out_channels) -> float:
-        key = (tuple(widths), tuple(roi_size), in_channels, out_channels)
+    def timer(widths, roi_size, patches, in_channels, out_channels, network="unet3d") -> float:
+        key = (tuple(widths), tuple(roi_size), in_channels, out_channels, network)
         if key not in memo:
-            memo[key] = unet_gflops(widths, roi_size, in_channels, out_channels)
+            memo[key] = unet_gflops(widths, roi_size, in_channels, out_channels, network)
         return 3 * patches * memo[key] / gflops_per_second
 
     return timer
 
 
-def training_memory_gb(widths: Sequence[int], roi_size: Sequence[int], patches: int, bytes_per_value: int = 4) -> float:
-    """Estimated activation memory of a ``unet3d`` training step (GB), with a 1.5x margin.
+def training_memory_gb(widths: Sequence[int], roi_size: Sequence[int], patches: int, bytes_per_value: int = 4,
+                       network: str = "unet3d") -> float:
+    """Estimated activation memory of a planned network's training step (GB), with a 1.5x margin.
 
     Each level keeps about 11 tensors of its width for the backward pass (two conv-norm-act
-    stages in the encoder and decoder, the upsampled tensor and the concatenation).
+    stages in the encoder and decoder, the upsampled tensor and the concatenation); ``monai_unet``'s
+    levels sit one halving lower (its first unit is strided), plus a few full-resolution tensors.
     """
     voxels = 1
     for size in roi_size:
         voxels *= size
-    values = sum(11 * width * voxels / 8**level for level, width in enumerate(widths))
+    first = 1 if network == "monai_unet" else 0
+    values = sum(11 * width * voxels / 8 ** (level + first) for level, width in enumerate(widths))
+    values += 4 * widths[0] * voxels * first
     return 1.5 * values * patches * bytes_per_value / 2**30

@@ -19,7 +19,7 @@ from radseg.configs.schema import RadsegConfig
 from radseg.errors import ConfigError, DataError
 from radseg.pipeline.plan import rules
 from radseg.pipeline.plan.budget import Schedule, fit_schedule, format_seconds, sliding_windows
-from radseg.pipeline.plan.machine import Machine, StepTimer, training_memory_gb, unet_gflops
+from radseg.pipeline.plan.machine import Machine, StepTimer, planned_network, training_memory_gb, unet_gflops
 from radseg.pipeline.plan.rules import Decision, fmt
 from radseg.transforms.fingerprint import Fingerprint
 
@@ -28,13 +28,17 @@ logger = logging.getLogger(__name__)
 #: passes over the training data the planned steps should make before a finer spacing is worth it
 PASSES_MIN = 25.0
 #: steps a plan should have before a wider network or a larger patch is worth it (on 2 CPU cores the
-#: spleen-tutorial recipe reached liver Dice 0.92 on the chest-pelvis phantom in 61 steps of 8 large patches)
-STEPS_MIN = {"cpu": 120, "cuda": 20_000}
+#: spleen-tutorial recipe reached liver Dice 0.92 on the chest-pelvis phantom in 61 steps of 8 large patches,
+#: about 500 patches; a plan's step holds 2)
+STEPS_MIN = {"cpu": 500, "cuda": 20_000}
 BASE_WIDTHS = {"cpu": (32, 24, 16), "cuda": (32,)}
 WIDTH_CAP = {"cpu": 256, "cuda": 320}
 SHRINKS = (0.85, 0.7, 0.6, 0.5)
 #: measured compute steps on random tensors miss the data pipeline sharing the cores
 LOADER_FACTOR = {"cpu": 1.2, "cuda": 1.1}
+#: the network family per device: on a CPU, MONAI's UNet (strided first unit, about a ninth of unet3d's
+#: FLOPs per voxel at equal widths, so many more steps in a budget); on a GPU, radseg's nnU-Net-style unet3d
+NETWORK = {"cpu": "monai_unet", "cuda": "unet3d"}
 #: a validation window costs about a third of a training patch (forward only), plus stitching
 VAL_FACTOR = 0.45
 PATCHES_PER_STEP = rules.PATCHES_PER_STEP
@@ -78,9 +82,10 @@ class Plan:
     def summary(self) -> str:
         """A few lines for the terminal."""
         train, s = self.config.train, self.schedule
+        params = self.config.network.params
         return (f"plan for {self.machine.describe()}, budget {format_seconds(self.budget_seconds)}: spacing "
-                f"{fmt(self.config.preprocess.target_spacing)} mm, patch {fmt(train.roi_size, 0)}, unet3d "
-                f"{self.config.network.params['widths']}, {s.steps} steps ({s.max_epochs} epochs x "
+                f"{fmt(self.config.preprocess.target_spacing)} mm, patch {fmt(train.roi_size, 0)}, "
+                f"{self.config.network.name} {params.get('widths', params.get('channels'))}, {s.steps} steps ({s.max_epochs} epochs x "
                 f"{s.iterations_per_epoch}) at {s.step_seconds:.2f} s, {s.validations} validation(s); predicted "
                 f"{format_seconds(s.total_seconds)}")
 
@@ -145,6 +150,7 @@ class _Search:
         self.fp, self.facts, self.machine, self.timer = fingerprint, facts, machine, timer
         self.budget, self.fixed, self.train_cases, self.val_cases = budget, fixed, train_cases, val_cases
         self.device = machine.device
+        self.network = NETWORK[machine.device]
         self.notes: list[str] = []
         box = fingerprint.foreground_box_mm or facts.cropped_extent_mm
         self.box = box
@@ -157,17 +163,19 @@ class _Search:
     def _train_time(self) -> float:
         return max(self.budget * (1 - 0.12) - self.fixed, 1.0)
 
-    def _gflops(self, widths: list[int], patch: list[int]) -> float:
-        key = (tuple(widths), tuple(patch))
+    def _gflops(self, widths: list[int], patch: list[int], network: str | None = None) -> float:
+        network = network or self.network
+        key = (tuple(widths), tuple(patch), network)
         if key not in self._flops:
-            self._flops[key] = unet_gflops(widths, patch, self.facts.in_channels, self.facts.num_classes)
+            self._flops[key] = unet_gflops(widths, patch, self.facts.in_channels, self.facts.num_classes, network)
         return self._flops[key]
 
     def _step_model(self, base: int, patch: list[int]) -> float:
         """Seconds per step: one reference network measured, other candidates scaled by their counted FLOPs."""
         reference = [64, 64, 32] if self.device == "cpu" else [128, 128, 64]
         ref_widths = rules.widths_for(16, rules.levels_for(reference), WIDTH_CAP[self.device])
-        seconds = self.timer(ref_widths, reference, PATCHES_PER_STEP, self.facts.in_channels, self.facts.num_classes)
+        seconds = self.timer(ref_widths, reference, PATCHES_PER_STEP, self.facts.in_channels, self.facts.num_classes,
+                             network=self.network)
         widths = rules.widths_for(base, rules.depth_for(patch), WIDTH_CAP[self.device])
         ratio = self._gflops(widths, patch) / self._gflops(ref_widths, reference)
         return seconds * ratio * LOADER_FACTOR[self.device]
@@ -206,13 +214,13 @@ class _Search:
         for base, shrink in sequence:
             patch = rules.patch_for(self.patch_mm, self.spacing_value, shrink)
             widths = rules.widths_for(base, rules.depth_for(patch), WIDTH_CAP[self.device])
-            if training_memory_gb(widths, patch, PATCHES_PER_STEP, self._bytes()) > limit:
+            if training_memory_gb(widths, patch, PATCHES_PER_STEP, self._bytes(), self.network) > limit:
                 continue
             self.widths, self.patch = widths, patch
             if self._train_time() / self._step_model(base, patch) >= STEPS_MIN[self.device]:
                 break
         if not self.widths:
-            smallest = training_memory_gb([8, 16, 32], [32, 32, 16], PATCHES_PER_STEP, self._bytes())
+            smallest = training_memory_gb([8, 16, 32], [32, 32, 16], PATCHES_PER_STEP, self._bytes(), self.network)
             raise ConfigError(f"this machine has {limit / 0.5 if self.device == 'cpu' else limit / 0.8:.1f} GB of "
                               f"{'RAM' if self.device == 'cpu' else 'GPU memory'} available, less than even the "
                               f"smallest plan needs (about {smallest:.2f} GB for training besides the data); free "
@@ -228,26 +236,48 @@ class _Search:
         return 0.5 * self.machine.memory_gb
 
     def _network_decisions(self) -> list[Decision]:
-        from radseg.networks import analytic_receptive_field
-
-        field_vox = analytic_receptive_field("unet3d", {"widths": self.widths})[0]
-        field_mm = [field_vox * s for s in self.spacing_value]
+        field_vox = self._receptive_field()
+        field_mm = [min(f, p) * sp for f, p, sp in zip(field_vox, self.patch, self.spacing_value)]
+        field_text = ("the whole patch" if all(f >= p for f, p in zip(field_vox, self.patch))
+                      else f"{fmt(field_vox, 0)} voxels")
         covered = [p * s for p, s in zip(self.patch, self.spacing_value)]
         patch_why = (f"covers {fmt(covered, 0)} mm at {fmt(self.spacing_value)} mm: the median foreground box "
                      f"of {fmt(self.box, 0)} mm with context, within the median cropped field of view of "
                      f"{fmt(self.facts.cropped_extent_mm, 0)} mm")
         widths_why = (f"{len(self.widths)} levels keep >= {rules.MIN_BOTTLENECK} voxels per axis at the bottleneck "
-                      f"(receptive field {field_vox} voxels = {fmt(field_mm, 0)} mm); base width "
+                      f"(receptive field {field_text} = {fmt(field_mm, 0)} mm); base width "
                       f"{self.widths[0]}: the widest that leaves enough steps in the budget (a base-16 network "
                       "measured on this machine, the others scaled by their counted FLOPs)")
+        ours, theirs = self._gflops(self.widths, self.patch, "unet3d"), self._gflops(self.widths, self.patch, "monai_unet")
+        deep = self.device == "cuda"
+        if self.network == "monai_unet":
+            name_why = (f"MONAI's UNet (residual units): its first unit is strided, so a patch costs {theirs:.1f} "
+                        f"GFLOPs forward against {ours:.1f} for radseg's unet3d of the same widths, "
+                        f"{ours / theirs:.1f}x the optimiser steps in a CPU budget")
+        else:
+            name_why = (f"radseg's nnU-Net-style U-Net: two convolutions at full resolution ({ours:.1f} GFLOPs per "
+                        f"patch, {theirs:.1f} for MONAI's UNet), which a GPU affords")
+        network = planned_network(self.network, self.widths, deep_supervision=deep)
         return [Decision("train.roi_size", self.patch, patch_why),
-                Decision("network.name", "unet3d", "radseg's U-Net: the depth and widths below are its parameters"),
-                Decision("network.params", {"widths": self.widths, "deep_supervision": self.device == "cuda"},
-                         widths_why + ("; deep supervision as nnU-Net" if self.device == "cuda" else
+                Decision("network.name", self.network, name_why),
+                Decision("network.params", network.params,
+                         widths_why + ("; deep supervision as nnU-Net" if deep else
                                        "; no deep supervision (CPU steps are the scarce resource)"))]
 
+    def _receptive_field(self) -> tuple[int, ...]:
+        """Receptive field in voxels: analytic for unet3d, measured by gradient on the patch otherwise."""
+        from radseg.networks import analytic_receptive_field, build_network, empirical_receptive_field
+
+        network = planned_network(self.network, self.widths)
+        try:
+            return analytic_receptive_field(network.name, network.params)
+        except ValueError:
+            model = build_network(network, in_channels=1, out_channels=2)
+            return empirical_receptive_field(model, self.patch)
+
     def schedule(self) -> Schedule:
-        step = self.timer(self.widths, self.patch, PATCHES_PER_STEP, self.facts.in_channels, self.facts.num_classes)
+        step = self.timer(self.widths, self.patch, PATCHES_PER_STEP, self.facts.in_channels, self.facts.num_classes,
+                          network=self.network)
         step *= LOADER_FACTOR[self.device]
         self.notes.append(f"measured step: {step:.3f} s for {PATCHES_PER_STEP} patches of {fmt(self.patch, 0)} "
                           f"(x{LOADER_FACTOR[self.device]} for data loading sharing the machine)")

@@ -1,6 +1,7 @@
 """Plans from synthetic fingerprints: each choice follows the data, the machine and the budget."""
 
 import math
+import re
 
 import pytest
 
@@ -103,8 +104,10 @@ def test_gpu_24gb_two_hours():
     assert cfg.train.optimizer == "sgd" and plan.schedule.steps > 5000
     assert cfg.inference.overlap == 0.5
     cpu = _plan(budget=2 * 3600.0)
-    assert math.prod(cfg.train.roi_size) > 2 * math.prod(cpu.config.train.roi_size)
-    assert math.prod(cfg.preprocess.target_spacing) < math.prod(cpu.config.preprocess.target_spacing)
+    # the GPU's budget buys far more steps of a full-resolution U-Net at a spacing no coarser than the CPU's
+    assert plan.schedule.steps > 10 * cpu.schedule.steps
+    assert math.prod(cfg.preprocess.target_spacing) <= math.prod(cpu.config.preprocess.target_spacing)
+    assert cpu.config.network.name == "monai_unet" and cpu.schedule.steps >= 500
 
 
 def test_mri_dataset_is_planned_sanely():
@@ -123,9 +126,9 @@ def test_multichannel_nnunet_dataset_is_planned_sanely():
                "3": _class(20.0, [35.0] * 3, 0.003)}
     seen = []
 
-    def timer(widths, roi, patches, in_channels, out_channels):
+    def timer(widths, roi, patches, in_channels, out_channels, network="unet3d"):
         seen.append((in_channels, out_channels))
-        return CPU_TIMER(widths, roi, patches, in_channels, out_channels)
+        return CPU_TIMER(widths, roi, patches, in_channels, out_channels, network=network)
 
     plan = _plan(classes, _facts((140.0, 170.0, 140.0), labels, channels=4, modality="MRI"), timer=timer,
                  spacing=(1.0, 1.0, 1.0), shape=(140, 170, 140), modality="MRI", channels=4)
@@ -170,10 +173,23 @@ def test_machine_with_too_little_memory_is_refused():
 def test_calibration_measures_two_networks_only():
     measured = set()
 
-    def timer(widths, roi, patches, in_channels, out_channels):
+    def timer(widths, roi, patches, in_channels, out_channels, network="unet3d"):
         measured.add((tuple(widths), tuple(roi)))
-        return CPU_TIMER(widths, roi, patches, in_channels, out_channels)
+        return CPU_TIMER(widths, roi, patches, in_channels, out_channels, network=network)
 
     plan = _plan(timer=timer)
-    chosen = (tuple(plan.config.network.params["widths"]), tuple(plan.config.train.roi_size))
+    chosen = (tuple(plan.config.network.params["channels"]), tuple(plan.config.train.roi_size))
     assert chosen in measured and len(measured) <= 2  # a base-16 reference and the chosen network
+
+
+def test_cpu_plans_monai_unet_and_gpu_plans_unet3d_with_the_flops_reason():
+    cpu, gpu = _plan(), _plan(machine=GPU, budget=2 * 3600.0, timer=GPU_TIMER)
+    assert cpu.config.network.name == "monai_unet" and cpu.config.network.params["num_res_units"] == 2
+    assert gpu.config.network.name == "unet3d"
+    why = cpu.why("network.name")
+    theirs, ours = (float(x) for x in re.search(r"costs ([\d.]+) GFLOPs forward against ([\d.]+)", why).groups())
+    assert theirs < ours / 3  # the strided first unit: far fewer FLOPs per patch than unet3d
+    assert "steps" in why and "GFLOPs" in gpu.why("network.name")
+    # the memory model knows monai_unet keeps its levels one halving lower
+    assert training_memory_gb([16, 32, 64, 128], [96, 96, 48], 2, network="monai_unet") < \
+        training_memory_gb([16, 32, 64, 128], [96, 96, 48], 2)
