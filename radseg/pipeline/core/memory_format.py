@@ -12,9 +12,10 @@ from typing import Iterator
 
 import torch
 
-#: channels_last_3d on CPU (oneDNN), per use. Measured on 2 AVX2 cores (benchmarks/cpu_speed.py): the demo's
-#: training step 1.18x faster, its sliding window 1.16x slower. So training steps run channels-last and
-#: validation switches the weights back to contiguous for its windows (:func:`contiguous_weights`).
+#: channels_last_3d on CPU (oneDNN), per use. Measured on 2 AVX2 cores (benchmarks/cpu_speed.py, two runs): the
+#: demo's training step 1.12x faster (2.30 -> 2.06 s, 2.49 -> 2.23 s), its sliding window up to 1.31x slower.
+#: So training steps run channels-last and validation switches the weights back to contiguous for its windows
+#: (:func:`contiguous_weights`).
 CPU_CHANNELS_LAST = {"train": True, "infer": False}
 
 
