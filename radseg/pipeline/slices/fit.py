@@ -21,12 +21,10 @@ from typing import Any
 import numpy as np
 import torch
 import torch.nn.functional as F
-from tqdm import tqdm
-from tqdm.contrib.logging import logging_redirect_tqdm
 
 from radseg.configs.loader import config_to_dict, validate_config
 from radseg.configs.schema import RadsegConfig
-from radseg.errors import ConfigError, DataError
+from radseg.errors import DataError
 from radseg.pipeline.core import distributed as ddp
 from radseg.pipeline.core.checkpoint import BEST, LAST, capture_rng_state, restore_rng_state, save_checkpoint
 from radseg.pipeline.evaluate.classification import binary_metrics, youden_threshold
@@ -34,9 +32,8 @@ from radseg.pipeline.predict.inference import resolve_amp
 from radseg.pipeline.slices.infer import slice_probabilities
 from radseg.pipeline.slices.run_data import SliceRunData, prepare_slice_data
 from radseg.pipeline.slices.sampling import SliceSamples, build_slice_loader
-from radseg.pipeline.train.loop import cycle_batches, train_one_epoch
-from radseg.pipeline.train.run_log import RunLog
-from radseg.pipeline.train.run_setup import prepare_run_folder
+from radseg.pipeline.train.loop import cycle_batches, run_epochs, train_one_epoch
+from radseg.pipeline.train.run_setup import prepare_run_folder, require_network_kind
 from radseg.pipeline.train.schedule import build_optimizer
 
 logger = logging.getLogger(__name__)
@@ -85,14 +82,11 @@ def check_slice_network(cfg: RadsegConfig) -> None:
     Raises:
         ConfigError: another kind of network, or an in-plane size it cannot take.
     """
-    from radseg.networks import check_network_config, get_entry, list_networks
+    from radseg.networks import check_network_config
 
     validate_config(cfg)
-    entry = get_entry(cfg.network.name)
-    if entry.task != "classification" or entry.spatial_dims != 2:
-        choices = ", ".join(list_networks(task="classification", spatial_dims=2))
-        raise ConfigError(f"network {entry.name!r} is a {entry.spatial_dims}D {entry.task} network, but radseg slices "
-                          f"trains 2D slice classifiers; set network.name to one of {choices} (or use --config slices)")
+    require_network_kind(cfg, "classification", 2, "radseg slices trains 2D slice classifiers",
+                         " (or use --config slices)")
     check_network_config(cfg)
 
 
@@ -154,19 +148,10 @@ def _train(cfg: RadsegConfig, run: SliceRunData, run_dir: Path, saved, info, sta
     model = ddp.wrap_ddp(network, info)
     samples = SliceSamples(run.train_cases, cfg.slices.target, cfg.slices.context_slices,
                            cfg.slices.sequence_length if sequence else None)
-    log = RunLog(run_dir, state.history) if info.is_main else None
-    try:
-        with logging_redirect_tqdm():
-            for epoch in tqdm(range(state.epoch, cfg.train.max_epochs), desc="epochs", unit="epoch",
-                              disable=not (progress and info.is_main), initial=state.epoch, total=cfg.train.max_epochs):
-                row = _run_epoch(cfg, run, samples, model, network, optimizer, scaler, amp, state, epoch, info,
-                                 sequence, progress)
-                if info.is_main:
-                    _save_epoch(cfg, run, run_dir, network, optimizer, scaler, state, row, log)
-                ddp.barrier(info)
-    finally:
-        if log is not None:
-            log.close()
+    run_epochs(state.epoch, cfg.train.max_epochs, run_dir, state.history, info, progress,
+               lambda epoch: _run_epoch(cfg, run, samples, model, network, optimizer, scaler, amp, state, epoch,
+                                        info, sequence, progress),
+               lambda row, log: _save_epoch(cfg, run, run_dir, network, optimizer, scaler, state, row, log))
     best_auc = state.best_score[0] if state.best_epoch else math.nan
     return SliceFitResult(run_dir, state.epoch, state.best_epoch, best_auc, state.threshold, run.balance,
                           time.perf_counter() - start)

@@ -22,8 +22,6 @@ from typing import Any
 
 import numpy as np
 import torch
-from tqdm import tqdm
-from tqdm.contrib.logging import logging_redirect_tqdm
 
 from radseg.configs.loader import config_to_dict
 from radseg.configs.schema import RadsegConfig
@@ -37,7 +35,7 @@ from radseg.pipeline.train.run_log import RunLog
 from radseg.pipeline.train.run_setup import RunData, prepare_data, prepare_run_folder
 from radseg.pipeline.train.schedule import build_optimizer
 from radseg.pipeline.evaluate.validate import validate
-from radseg.pipeline.train.loop import cycle_batches, train_one_epoch
+from radseg.pipeline.train.loop import cycle_batches, run_epochs, train_one_epoch
 
 logger = logging.getLogger(__name__)
 
@@ -127,23 +125,13 @@ def _train(cfg, run_data: RunData, run_dir: Path, saved, info, start: float, pro
     state = _restore(saved, network, optimizer, scaler) if saved else _State()
     model = ddp.wrap_ddp(network, info)
     loss_fn = build_loss(cfg.train, run_data.num_classes, deep_supervision=getattr(network, "deep_supervision", False))
-    log = RunLog(run_dir, state.history) if info.is_main else None
     if state.epoch >= cfg.train.max_epochs:
         logger.info("the run in %s finished %d epochs; resume with a larger train.max_epochs to extend it",
                     run_dir, state.epoch)
-    epochs = range(state.epoch, cfg.train.max_epochs)
-    try:
-        with logging_redirect_tqdm():
-            for epoch in tqdm(epochs, desc="epochs", unit="epoch", disable=not (progress and info.is_main),
-                              initial=state.epoch, total=cfg.train.max_epochs):
-                row = _run_epoch(cfg, run_data, model, network, loss_fn, optimizer, scaler, amp, state, epoch,
-                                 info, progress)
-                if info.is_main:
-                    _save_epoch(cfg, run_data, run_dir, network, optimizer, scaler, state, row, log)
-                ddp.barrier(info)
-    finally:
-        if log is not None:
-            log.close()
+    run_epochs(state.epoch, cfg.train.max_epochs, run_dir, state.history, info, progress,
+               lambda epoch: _run_epoch(cfg, run_data, model, network, loss_fn, optimizer, scaler, amp, state,
+                                        epoch, info, progress),
+               lambda row, log: _save_epoch(cfg, run_data, run_dir, network, optimizer, scaler, state, row, log))
     return FitResult(run_dir, state.epoch, state.best_epoch, max(state.best_dice, 0.0), state.best_per_class,
                      time.perf_counter() - start)
 

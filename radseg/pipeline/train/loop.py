@@ -8,18 +8,44 @@ from __future__ import annotations
 
 import logging
 import time
-from typing import Any, Iterable, Iterator
+from pathlib import Path
+from typing import Any, Callable, Iterable, Iterator
 
 import torch
 from tqdm import tqdm
+from tqdm.contrib.logging import logging_redirect_tqdm
 
 from radseg import keys
 from radseg.configs.schema import TrainConfig
 from radseg.errors import RadsegError
+from radseg.pipeline.core import distributed as ddp
 from radseg.pipeline.predict.inference import autocast, plain_tensor
+from radseg.pipeline.train.run_log import RunLog
 from radseg.pipeline.train.schedule import lr_at, set_lr
 
 logger = logging.getLogger(__name__)
+
+
+def run_epochs(first: int, total: int, run_dir: Path, history: list, info: ddp.DistInfo, progress: bool,
+               run_epoch: Callable[[int], dict], save_epoch: Callable[[dict, RunLog], None]) -> None:
+    """The epoch loop the 3D and the slice branch share.
+
+    Epochs ``first .. total - 1`` each run ``run_epoch(epoch)`` on every rank; rank 0 alone then
+    calls ``save_epoch(row, log)`` (checkpoints, the metrics log) and every rank waits for it, so a
+    resumed run continues from what rank 0 wrote. The run log is closed however the loop ends.
+    """
+    log = RunLog(run_dir, history) if info.is_main else None
+    try:
+        with logging_redirect_tqdm():
+            for epoch in tqdm(range(first, total), desc="epochs", unit="epoch",
+                              disable=not (progress and info.is_main), initial=first, total=total):
+                row = run_epoch(epoch)
+                if info.is_main:
+                    save_epoch(row, log)
+                ddp.barrier(info)
+    finally:
+        if log is not None:
+            log.close()
 
 
 def cycle_batches(loader: Iterable, count: int) -> Iterator[Any]:

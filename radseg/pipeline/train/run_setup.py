@@ -155,15 +155,32 @@ def _check_roi(cfg: RadsegConfig) -> None:
 
     ``fit`` trains volumetric segmentation: 2D and classification networks are refused here.
     """
-    from radseg.networks import check_network_config, get_entry, list_networks
+    from radseg.networks import check_network_config
 
     validate_config(cfg)
     check_network_config(cfg)
+    require_network_kind(cfg, "segmentation", 3, "radseg train trains 3D segmentation networks")
+
+
+def require_network_kind(cfg: RadsegConfig, task: str, spatial_dims: int, what: str, hint: str = "") -> None:
+    """Refuse a network of another task or dimensionality, naming the registered ones that fit.
+
+    Args:
+        cfg: the config whose ``network.name`` is checked.
+        task, spatial_dims: what the command trains.
+        what: the command and what it trains, for the message ("radseg train trains ...").
+        hint: appended to the list of choices.
+
+    Raises:
+        ConfigError: the network is of another kind.
+    """
+    from radseg.networks import get_entry, list_networks
+
     entry = get_entry(cfg.network.name)
-    if entry.task != "segmentation" or entry.spatial_dims != 3:
-        choices = ", ".join(list_networks(task="segmentation", spatial_dims=3))
-        raise ConfigError(f"network {entry.name!r} is a {entry.spatial_dims}D {entry.task} network, but radseg train "
-                          f"trains 3D segmentation networks; set network.name to one of {choices}")
+    if entry.task != task or entry.spatial_dims != spatial_dims:
+        choices = ", ".join(list_networks(task=task, spatial_dims=spatial_dims))
+        raise ConfigError(f"network {entry.name!r} is a {entry.spatial_dims}D {entry.task} network, but {what}; "
+                          f"set network.name to one of {choices}{hint}")
 
 
 def _check_folds(cfg: RadsegConfig, data: str | Path) -> None:
