@@ -9,9 +9,10 @@ from __future__ import annotations
 
 import logging
 import os
+import statistics
 import time
 from dataclasses import dataclass
-from typing import Callable, Sequence
+from typing import Callable, Iterable, Sequence
 
 import torch
 
@@ -93,11 +94,16 @@ def planned_network(name: str, widths: Sequence[int], deep_supervision: bool = F
 
 
 def measure_step_seconds(widths: Sequence[int], roi_size: Sequence[int], patches: int, in_channels: int,
-                         out_channels: int, *, device: str = "cpu", steps: int = 3, network: str = "unet3d") -> float:
-    """Seconds per training step of a planned network measured on random data (after one warm-up step).
+                         out_channels: int, *, device: str = "cpu", steps: int = 3, network: str = "unet3d",
+                         batches: Iterable[dict] | None = None) -> float:
+    """Seconds per training step of a planned network, the median of ``steps`` timed steps.
 
-    The fastest timed step is returned: on a shared machine a step that another process pre-empted
-    measures that process, not the network.
+    A step is what training runs: forward, Dice + cross-entropy loss (``train.loss: dice_ce``),
+    backward, gradient clipping and an AdamW step, in the memory layout training uses. With
+    ``batches`` (dicts with ``image`` and ``label``, e.g. a real DataLoader over a preprocessed
+    case) each step also waits for its batch, so the loader's workers share the machine as in
+    training; without, the step runs on random tensors. Two warm-up steps are not timed (worker
+    start-up, first allocations); the median ignores a step another process pre-empted.
 
     Args:
         widths: the U-Net's channels per level.
@@ -105,49 +111,71 @@ def measure_step_seconds(widths: Sequence[int], roi_size: Sequence[int], patches
         patches: patches per step (batch size x samples per case).
         in_channels, out_channels: channels of the input and classes of the output.
         device: "cpu" or "cuda".
-        steps: timed steps (the fastest is returned).
+        steps: timed steps.
         network: one of :data:`PLANNED_NETWORKS`.
+        batches: an iterable of batches of ``patches`` patches of ``roi_size``, or None.
     """
+    from monai.losses import DiceCELoss
+
     from radseg.networks import build_network
     from radseg.pipeline.core.memory_format import use_channels_last
 
     name = network
     network = build_network(planned_network(name, widths), in_channels=in_channels,
                             out_channels=out_channels).to(device)
-    image = torch.randn(patches, in_channels, *roi_size, device=device)
-    if use_channels_last(True, device, 3, training=True):  # the layout training will use
+    channels_last = use_channels_last(True, device, 3, training=True)  # the layout training will use
+    if channels_last:
         network = network.to(memory_format=torch.channels_last_3d)
-        image = image.contiguous(memory_format=torch.channels_last_3d)
     optimizer = torch.optim.AdamW(network.parameters(), lr=1e-4)
-    label = torch.randint(0, out_channels, (patches, *roi_size), device=device)
+    loss_fn = DiceCELoss(to_onehot_y=True, softmax=True, include_background=True, batch=True)
+    source = iter(batches) if batches is not None else None
+    random_batch = None if source is not None else {
+        "image": torch.randn(patches, in_channels, *roi_size),
+        "label": torch.randint(0, out_channels, (patches, 1, *roi_size), dtype=torch.uint8)}
     amp = torch.bfloat16 if device == "cuda" and torch.cuda.is_bf16_supported() else None
-    times = []
-    for index in range(steps + 1):
+    warm_up, times = 2, []
+    for index in range(steps + warm_up):
         start = time.perf_counter()
-        with torch.autocast(device_type=device, dtype=amp or torch.float32, enabled=amp is not None):
-            loss = torch.nn.functional.cross_entropy(network(image), label)
+        batch = next(source) if source is not None else random_batch
+        image = torch.as_tensor(batch["image"]).as_subclass(torch.Tensor).to(device).float()
+        label = torch.as_tensor(batch["label"]).as_subclass(torch.Tensor).to(device)
+        if channels_last:
+            image = image.contiguous(memory_format=torch.channels_last_3d)
         optimizer.zero_grad(set_to_none=True)
+        with torch.autocast(device_type=device, dtype=amp or torch.float32, enabled=amp is not None):
+            output = network(image)
+        loss = loss_fn(output.float(), label)
         loss.backward()
+        torch.nn.utils.clip_grad_norm_(network.parameters(), 12.0)
         optimizer.step()
         if device == "cuda":
             torch.cuda.synchronize()
-        if index:
+        if index >= warm_up:
             times.append(time.perf_counter() - start)
-    del network, optimizer, image, label
-    seconds = min(times)
-    logger.info("calibration: " + name + " %s, patch %s x %d: %.3f s/step", list(widths), list(roi_size), patches, seconds)
+    del network, optimizer, source, random_batch
+    seconds = statistics.median(times)
+    logger.info("calibration: " + name + " %s, patch %s x %d%s: %.3f s/step", list(widths), list(roi_size), patches,
+                " with data loading" if batches is not None else "", seconds)
     return seconds
 
 
-def measured_step_timer(device: str) -> StepTimer:
-    """A :data:`StepTimer` that measures on ``device`` and remembers each measurement."""
+def measured_step_timer(device: str, data: Callable[[Sequence[int], int], Iterable[dict]] | None = None) -> StepTimer:
+    """A :data:`StepTimer` that measures on ``device`` and remembers each measurement.
+
+    Args:
+        device: "cpu" or "cuda".
+        data: ``data(roi_size, patches)`` gives batches of real training patches (see
+            :func:`measure_step_seconds`); None times the step on random tensors.
+    """
     memo: dict[tuple, float] = {}
 
     def timer(widths, roi_size, patches, in_channels, out_channels, network="unet3d") -> float:
         key = (tuple(widths), tuple(roi_size), patches, in_channels, out_channels, network)
         if key not in memo:
+            batches = data(roi_size, patches) if data is not None else None
             memo[key] = measure_step_seconds(widths, roi_size, patches, in_channels, out_channels, device=device,
-                                             network=network)
+                                             network=network, steps=6 if data is not None else 3, batches=batches)
+            del batches  # a DataLoader's persistent workers end with it
         return memo[key]
 
     return timer

@@ -15,12 +15,12 @@ import yaml
 
 from radseg.atomic import write_text_atomic
 from radseg.configs.loader import config_to_dict
-from radseg.configs.schema import PreprocessConfig
+from radseg.configs.schema import AugmentConfig, CacheConfig, PreprocessConfig
 from radseg.errors import ConfigError, DataError
 from radseg.pipeline.plan.budget import format_seconds, parse_budget
 from radseg.pipeline.plan.machine import detect_machine, measured_step_timer
-from radseg.pipeline.plan.planner import DatasetFacts, Plan, plan_from_fingerprint
-from radseg.pipeline.plan.rules import spacing_candidates
+from radseg.pipeline.plan.planner import DatasetFacts, Plan, plan_from_fingerprint, planned_workers
+from radseg.pipeline.plan.rules import sampler_decisions, spacing_candidates
 
 logger = logging.getLogger(__name__)
 
@@ -59,16 +59,24 @@ def plan_dataset(data: str | Path, budget: str | float = "15m", device: str = "a
     datalist = to_datalist(spec.training)
     fingerprint = compute_fingerprint(datalist, spec.modality, objects=True, progress=progress)
     read_seconds = (time.perf_counter() - start) / len(datalist)
-    extent, prep_seconds = _probe(datalist, fingerprint, spec.modality)
+    extent, prep_seconds, probe = _probe(datalist, fingerprint, spec.modality)
     facts = DatasetFacts(len(datalist), dict(spec.labels), len(spec.channel_names), spec.modality, extent,
                          read_seconds, prep_seconds)
     timer = measured_step_timer(machine.device)
+    data_timer = None
+    if fingerprint.classes is not None:  # the plan's own sampler on the probe case, through a real DataLoader
+        sampler = {d.key.split(".", 1)[1]: d.value for d in
+                   sampler_decisions(fingerprint.classes, facts.label_names, facts.num_classes)}
+        workers = planned_workers(machine.cores)
+        data_timer = measured_step_timer(machine.device, data=probe_batches(
+            probe, AugmentConfig(num_samples=1, flip_prob=0.0, **sampler), facts.num_classes, workers))
     elapsed = time.perf_counter() - start if count_planning else 0.0
     plan = plan_from_fingerprint(fingerprint, facts, machine, seconds, timer, elapsed_seconds=elapsed,
-                                 fold_all=fold_all)
+                                 fold_all=fold_all, data_timer=data_timer)
     if count_planning:  # the calibration took time too: plan again with what it measured (no new steps)
         plan = plan_from_fingerprint(fingerprint, facts, machine, seconds, timer,
-                                     elapsed_seconds=time.perf_counter() - start, fold_all=fold_all)
+                                     elapsed_seconds=time.perf_counter() - start, fold_all=fold_all,
+                                     data_timer=data_timer)
     plan.notes.append(f"planned in {time.perf_counter() - start:.0f} s on {len(datalist)} cases of {spec.root} "
                       f"(reading {read_seconds:.2f} s and preprocessing {prep_seconds:.2f} s per case)")
     plan.config.data.root = str(spec.root)
@@ -76,8 +84,29 @@ def plan_dataset(data: str | Path, budget: str | float = "15m", device: str = "a
     return plan
 
 
-def _probe(datalist: list[dict], fingerprint, modality: str) -> tuple[list[float], float]:
-    """Preprocess the median-sized case once: its cropped extent (mm, RAS) and the seconds it took."""
+def probe_batches(item: dict, augment: AugmentConfig, num_classes: int, workers: int):
+    """``batches(roi_size, patches)``: a DataLoader of training patches cut from one preprocessed case.
+
+    The patches go through the training chain's random tail (:func:`build_augment_transforms`) in
+    ``workers`` loader processes, as in training, so a step timed on them includes the loader's share
+    of the machine.
+    """
+    from monai.data import Dataset
+
+    from radseg.pipeline.data.cache import build_loader
+    from radseg.transforms.preprocess import build_augment_transforms
+
+    def batches(roi_size, patches):
+        chain = build_augment_transforms(augment, roi_size, num_classes)
+        return build_loader(Dataset([item] * 64, transform=chain), batch_size=patches, num_workers=workers,
+                            shuffle=True, seed=0)
+
+    return batches
+
+
+def _probe(datalist: list[dict], fingerprint, modality: str) -> tuple[list[float], float, dict]:
+    """Preprocess the median-sized case once: its cropped extent (mm, RAS), the seconds it took and the
+    preprocessed case (image in the cache's dtype)."""
     import numpy as np
 
     from radseg import keys
@@ -93,10 +122,10 @@ def _probe(datalist: list[dict], fingerprint, modality: str) -> tuple[list[float
                                 ct_window="auto" if fingerprint.percentile_00_5 is not None else [-1000.0, 1000.0])
     resolved = resolve_preprocess(settings, fingerprint, modality)
     start = time.perf_counter()
-    item = build_val_transforms(resolved)(dict(case))
+    item = build_val_transforms(resolved, CacheConfig().image_dtype)(dict(case))
     seconds = time.perf_counter() - start
     shape = item[keys.IMAGE].shape[1:]
-    return [float(n * s) for n, s in zip(shape, spacing)], seconds
+    return [float(n * s) for n, s in zip(shape, spacing)], seconds, item
 
 
 def plan_to_yaml(plan: Plan, source: str = "") -> str:

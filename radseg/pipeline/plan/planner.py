@@ -34,13 +34,18 @@ STEPS_MIN = {"cpu": 500, "cuda": 20_000}
 BASE_WIDTHS = {"cpu": (32, 24, 16), "cuda": (32,)}
 WIDTH_CAP = {"cpu": 256, "cuda": 320}
 SHRINKS = (0.85, 0.7, 0.6, 0.5)
-#: measured compute steps on random tensors miss the data pipeline sharing the cores
-LOADER_FACTOR = {"cpu": 1.2, "cuda": 1.1}
+#: compute steps on random tensors (loss and clipping included) miss the data loader sharing the machine:
+#: loader-fed steps measured 1.07-1.15x on 2 CPU cores with one worker
+LOADER_FACTOR = {"cpu": 1.1, "cuda": 1.05}
+#: a long run's steps are slower than the calibration's first loader-fed steps: 3-9% (median 7%) over 100
+#: steps and over whole epochs on 2 CPU cores, both phantom profiles
+SUSTAINED_FACTOR = 1.07
 #: the network family per device: on a CPU, MONAI's UNet (strided first unit, about a ninth of unet3d's
 #: FLOPs per voxel at equal widths, so many more steps in a budget); on a GPU, radseg's nnU-Net-style unet3d
 NETWORK = {"cpu": "monai_unet", "cuda": "unet3d"}
-#: a validation window costs about a third of a training patch (forward only), plus stitching
-VAL_FACTOR = 0.45
+#: a validation window costs about a third of a training patch (forward only, no loss or loader), plus
+#: stitching; measured on 2 CPU cores: 0.27-0.28 of a loader-fed step's per-patch time
+VAL_FACTOR = 0.3
 PATCHES_PER_STEP = rules.PATCHES_PER_STEP
 
 
@@ -91,7 +96,8 @@ class Plan:
 
 
 def plan_from_fingerprint(fingerprint: Fingerprint, facts: DatasetFacts, machine: Machine, budget_seconds: float,
-                          timer: StepTimer, *, elapsed_seconds: float = 0.0, fold_all: bool = False) -> Plan:
+                          timer: StepTimer, *, elapsed_seconds: float = 0.0, fold_all: bool = False,
+                          data_timer: StepTimer | None = None) -> Plan:
     """Choose every setting of a training run that ends inside ``budget_seconds``.
 
     Args:
@@ -102,6 +108,8 @@ def plan_from_fingerprint(fingerprint: Fingerprint, facts: DatasetFacts, machine
         timer: seconds per training step of a candidate network (measured, or a model in tests).
         elapsed_seconds: planning time already spent (counted against the budget).
         fold_all: train on every case (validation then monitors fold 0's cases, seen in training).
+        data_timer: seconds per training step of the chosen network fed by the real data loader (the
+            schedule's step); None scales ``timer`` by :data:`LOADER_FACTOR` instead.
 
     Raises:
         DataError: too few cases to split, or a declared class absent from every label.
@@ -112,7 +120,7 @@ def plan_from_fingerprint(fingerprint: Fingerprint, facts: DatasetFacts, machine
     val_cases = math.ceil(facts.num_cases / folds)
     train_cases = facts.num_cases if fold_all else facts.num_cases - val_cases
     fixed = elapsed_seconds + facts.num_cases * (2 * facts.read_seconds + facts.prep_seconds)
-    search = _Search(fingerprint, facts, machine, timer, budget_seconds, fixed, train_cases, val_cases)
+    search = _Search(fingerprint, facts, machine, timer, budget_seconds, fixed, train_cases, val_cases, data_timer)
     decisions = [Decision("data.modality", facts.modality, "declared by the dataset"),
                  Decision("data.num_folds", folds, f"{facts.num_cases} labelled cases: "
                           + ("5 folds as nnU-Net" if folds == 5 else "one validation case per fold"))]
@@ -146,8 +154,9 @@ def _check_dataset(fingerprint: Fingerprint, facts: DatasetFacts) -> None:
 class _Search:
     """The measured search over spacing, patch and widths (remembers what it chose)."""
 
-    def __init__(self, fingerprint, facts, machine, timer, budget, fixed, train_cases, val_cases):
+    def __init__(self, fingerprint, facts, machine, timer, budget, fixed, train_cases, val_cases, data_timer=None):
         self.fp, self.facts, self.machine, self.timer = fingerprint, facts, machine, timer
+        self.data_timer = data_timer
         self.budget, self.fixed, self.train_cases, self.val_cases = budget, fixed, train_cases, val_cases
         self.device = machine.device
         self.network = NETWORK[machine.device]
@@ -276,11 +285,15 @@ class _Search:
             return empirical_receptive_field(model, self.patch)
 
     def schedule(self) -> Schedule:
-        step = self.timer(self.widths, self.patch, PATCHES_PER_STEP, self.facts.in_channels, self.facts.num_classes,
-                          network=self.network)
-        step *= LOADER_FACTOR[self.device]
-        self.notes.append(f"measured step: {step:.3f} s for {PATCHES_PER_STEP} patches of {fmt(self.patch, 0)} "
-                          f"(x{LOADER_FACTOR[self.device]} for data loading sharing the machine)")
+        args = (self.widths, self.patch, PATCHES_PER_STEP, self.facts.in_channels, self.facts.num_classes)
+        if self.data_timer is not None:
+            step = self.data_timer(*args, network=self.network) * SUSTAINED_FACTOR
+            how = (f"the median training step fed by the data loader on a preprocessed case, x{SUSTAINED_FACTOR} "
+                   "for a long run's steady state")
+        else:
+            step = self.timer(*args, network=self.network) * LOADER_FACTOR[self.device]
+            how = f"x{LOADER_FACTOR[self.device]} for data loading sharing the machine"
+        self.notes.append(f"measured step: {step:.3f} s for {PATCHES_PER_STEP} patches of {fmt(self.patch, 0)} ({how})")
         overlap = 0.25 if self.device == "cpu" else 0.5
         shape = [e / s for e, s in zip(self.facts.cropped_extent_mm, self.spacing_value)]
         windows = sliding_windows(shape, self.patch, overlap)
@@ -288,12 +301,17 @@ class _Search:
         return fit_schedule(self.budget, self.fixed, step, val_pass, self.device)
 
 
+def planned_workers(cores: int) -> int:
+    """DataLoader workers of a plan: one beside the step on 2 cores, else one core left for training (at most 8)."""
+    return 1 if cores <= 2 else min(cores - 1, 8)
+
+
 def _runtime_decisions(machine: Machine, search: _Search, facts: DatasetFacts) -> list[Decision]:
     cpu = machine.device == "cpu"
     cache_gb = 1.2 * search.train_cases * math.prod(
         e / s for e, s in zip(facts.cropped_extent_mm, search.spacing_value)) * 3 / 2**30 + 0.25
     budget_gb = round(min(max(cache_gb, 0.5), 0.4 * machine.memory_gb), 1)
-    workers = 1 if machine.cores <= 2 else min(machine.cores - 1, 8)
+    workers = planned_workers(machine.cores)
     return [
         Decision("preprocess.crop_foreground", True, "crop to the body before caching: fewer voxels per case"),
         Decision("cache.mode", "ram", f"the preprocessed training cases need about {cache_gb:.1f} GB"),

@@ -31,6 +31,6 @@ def test_schedule_ends_inside_the_budget_and_near_it(budget):
 
 
 def test_schedule_refuses_a_budget_without_room_for_one_validation():
-    with pytest.raises(ConfigError, match=r"one validation pass 2m 00s .* the minimum is about 3m 40s; pass a larger --budget \(e.g. --budget 5m\)"):
+    with pytest.raises(ConfigError, match=r"one validation pass 2m 00s .* the minimum is about 3m 38s; pass a larger --budget \(e.g. --budget 5m\)"):
         fit_schedule(150.0, fixed_s=40.0, step_s=1.0, val_pass_s=120.0, device="cpu")
     assert format_seconds(3725) == "1h 02m"

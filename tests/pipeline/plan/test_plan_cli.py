@@ -16,7 +16,7 @@ from conftest import TINY_TRAIN
 
 @pytest.fixture
 def flops_timer(monkeypatch):
-    monkeypatch.setattr(make_plan, "measured_step_timer", lambda device: flops_step_timer(50.0))
+    monkeypatch.setattr(make_plan, "measured_step_timer", lambda device, data=None: flops_step_timer(50.0))
 
 
 def test_measured_step_is_positive_and_grows_with_the_patch():
@@ -107,3 +107,27 @@ def test_plan_of_a_generated_two_channel_mri_nnunet_dataset(tmp_path, flops_time
     assert cfg.train.roi_size[2] * cfg.preprocess.target_spacing[2] <= 72.0 + 8 * 3.6  # within the 72 mm slab
     assert cfg.augment.sampler == "pos_neg"  # the 30 mm ball fills 6% of this small field of view, in every case
     assert load_config(make_plan.write_plan(plan, tmp_path / "plan.yaml")) == cfg
+
+
+def test_the_calibration_times_real_patches_through_a_data_loader(phantom_dataset):
+    from radseg.configs.schema import AugmentConfig
+    from radseg.pipeline.data.datalist import discover_dataset, to_datalist
+    from radseg.transforms.fingerprint import compute_fingerprint
+
+    datalist = to_datalist(discover_dataset(phantom_dataset).training)
+    fingerprint = compute_fingerprint(datalist, "CT", objects=False, progress=False)
+    _extent, _seconds, item = make_plan._probe(datalist, fingerprint, "CT")
+    augment = AugmentConfig(sampler="label_classes", class_ratios=[1.0, 1.0, 1.0], num_samples=1, flip_prob=0.0)
+    batches = make_plan.probe_batches(item, augment, 3, workers=0)
+    batch = next(iter(batches([16, 16, 8], 2)))
+    assert tuple(batch["image"].shape) == (2, 1, 16, 16, 8) and tuple(batch["label"].shape) == (2, 1, 16, 16, 8)
+    seen = []
+
+    def counted(roi, patches):
+        for batch in batches(roi, patches):
+            seen.append(batch)
+            yield batch
+
+    seconds = measure_step_seconds([4, 8], [16, 16, 8], 2, 1, 3, steps=2, network="monai_unet",
+                                   batches=counted([16, 16, 8], 2))
+    assert 0 < seconds < 30 and len(seen) == 4  # two warm-up steps, two timed, each on a loaded batch

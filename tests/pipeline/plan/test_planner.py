@@ -193,3 +193,21 @@ def test_cpu_plans_monai_unet_and_gpu_plans_unet3d_with_the_flops_reason():
     # the memory model knows monai_unet keeps its levels one halving lower
     assert training_memory_gb([16, 32, 64, 128], [96, 96, 48], 2, network="monai_unet") < \
         training_memory_gb([16, 32, 64, 128], [96, 96, 48], 2)
+
+
+def test_the_schedule_uses_the_loader_fed_step_when_one_is_measured():
+    fp = _fingerprint(_liver_and_tumour())
+    asked = []
+
+    def data_timer(widths, roi, patches, in_channels, out_channels, network="unet3d"):
+        asked.append((tuple(widths), tuple(roi)))
+        return 2 * CPU_TIMER(widths, roi, patches, in_channels, out_channels, network=network)
+
+    plain = plan_from_fingerprint(fp, _facts(), CPU, 900.0, CPU_TIMER)
+    fed = plan_from_fingerprint(fp, _facts(), CPU, 900.0, CPU_TIMER, data_timer=data_timer)
+    chosen = (tuple(fed.config.network.params["channels"]), tuple(fed.config.train.roi_size))
+    assert asked == [chosen]  # only the chosen network is timed with data loading
+    assert fed.schedule.step_seconds > plain.schedule.step_seconds
+    assert fed.schedule.steps < plain.schedule.steps
+    assert any("fed by the data loader" in note for note in fed.notes)
+    assert any("for data loading sharing the machine" in note for note in plain.notes)
