@@ -115,11 +115,20 @@ def fit_schedule(budget_s: float, fixed_s: float, step_s: float, val_pass_s: flo
             f"{format_seconds(minimum)}; pass a larger --budget (e.g. --budget {math.ceil(minimum / 60) + 1}m)")
     validations = max(1, int(VAL_SHARE * budget_s // max(val_pass_s, 1e-6)))
     rough_steps = (budget_s - fixed - validations * val_pass_s) / step_s
-    epochs = int(max(1, min(40, rough_steps // 25, validations * 10)))
-    interval = max(1, math.ceil(epochs / min(validations, epochs)))
-    done = epochs // interval + (1 if epochs % interval else 0)
-    # what is left after data, validations and epoch ends is cut into equal epochs of whole steps
-    spare = budget_s - fixed - done * val_pass_s - epochs * epoch_s
-    per_epoch = max(int(spare // step_s) // epochs, 1)
+    most = int(max(1, min(40, rough_steps // 25, validations * 10)))
+    # what is left after data, validations and epoch ends is cut into equal epochs of whole steps; of the
+    # epoch counts near the largest, the one that wastes the fewest steps to rounding
+    candidates = [_cut(epochs, validations, budget_s - fixed, step_s, val_pass_s, epoch_s)
+                  for epochs in range(max(1, most - 8), most + 1)]
+    per_epoch, epochs, interval, done = max(candidates, key=lambda c: (c[0] * c[1], c[1]))
     return Schedule(per_epoch, epochs, interval, done, step_s, per_epoch * epochs * step_s, done * val_pass_s,
                     fixed + epochs * epoch_s)
+
+
+def _cut(epochs: int, validations: int, room_s: float, step_s: float, val_pass_s: float,
+         epoch_s: float) -> tuple[int, int, int, int]:
+    """Steps per epoch, epochs, validation interval and passes when ``epochs`` share ``room_s`` seconds."""
+    interval = max(1, math.ceil(epochs / min(validations, epochs)))
+    done = epochs // interval + (1 if epochs % interval else 0)
+    spare = room_s - done * val_pass_s - epochs * epoch_s
+    return max(int(spare // step_s) // epochs, 1), epochs, interval, done

@@ -37,15 +37,15 @@ SHRINKS = (0.85, 0.7, 0.6, 0.5)
 #: compute steps on random tensors (loss and clipping included) miss the data loader sharing the machine:
 #: loader-fed steps measured 1.07-1.15x on 2 CPU cores with one worker
 LOADER_FACTOR = {"cpu": 1.1, "cuda": 1.05}
-#: a long run's steps are slower than the calibration's first loader-fed steps: 3-9% (median 7%) over 100
-#: steps and over whole epochs on 2 CPU cores, both phantom profiles
-SUSTAINED_FACTOR = 1.07
+#: a long run's steps are slower than the calibration's first loader-fed steps: 0-9% (middle 4-5%) over
+#: whole runs, 3-epoch runs and 100 steps on 2 CPU cores, both phantom profiles
+SUSTAINED_FACTOR = 1.04
 #: the network family per device: on a CPU, MONAI's UNet (strided first unit, about a ninth of unet3d's
 #: FLOPs per voxel at equal widths, so many more steps in a budget); on a GPU, radseg's nnU-Net-style unet3d
 NETWORK = {"cpu": "monai_unet", "cuda": "unet3d"}
-#: a validation window costs about a third of a training patch (forward only, no loss or loader), plus
-#: stitching; measured on 2 CPU cores: 0.27-0.28 of a loader-fed step's per-patch time
-VAL_FACTOR = 0.3
+#: a validation window costs about a quarter of a training patch (forward only, no loss or loader), plus
+#: stitching; measured on 2 CPU cores: 0.22-0.28 of a loader-fed step's per-patch time
+VAL_FACTOR = 0.25
 PATCHES_PER_STEP = rules.PATCHES_PER_STEP
 
 

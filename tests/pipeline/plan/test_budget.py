@@ -25,7 +25,7 @@ def test_sliding_windows_known_answers():
 @pytest.mark.parametrize("budget", [300.0, 900.0, 7200.0])
 def test_schedule_ends_inside_the_budget_and_near_it(budget):
     s = fit_schedule(budget, fixed_s=40.0, step_s=1.3, val_pass_s=15.0, device="cpu")
-    assert 0.95 * budget <= s.total_seconds <= budget
+    assert 0.99 * budget <= s.total_seconds <= budget  # few steps lost to rounding into equal epochs
     assert s.steps == s.max_epochs * s.iterations_per_epoch >= 50
     assert s.validations == s.max_epochs // s.val_interval + (1 if s.max_epochs % s.val_interval else 0)
 
