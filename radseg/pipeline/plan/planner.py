@@ -37,9 +37,9 @@ SHRINKS = (0.85, 0.7, 0.6, 0.5)
 #: compute steps on random tensors (loss and clipping included) miss the data loader sharing the machine:
 #: loader-fed steps measured 1.07-1.15x on 2 CPU cores with one worker
 LOADER_FACTOR = {"cpu": 1.1, "cuda": 1.05}
-#: a run's steps are slower than the calibration's loader-fed steps: 1.00, 1.03, 1.05, 1.07, 1.09, 1.14 and
-#: 1.20x in seven runs (four whole 15-minute runs, three short ones) on 2 CPU cores, both phantom profiles;
-#: this is their median. The spread is the machine's: epochs of one run vary by +-8%
+#: a run's steps are slower than the calibration's loader-fed steps: 1.00, 1.05, 1.14 and 1.26x in four whole
+#: 15-minute runs, 1.06 and 1.07x in two 3-epoch runs, on 2 CPU cores, both phantom profiles; this is their
+#: median. The spread is the machine's speed drifting over minutes (epochs of one run vary by +-8-15%)
 SUSTAINED_FACTOR = 1.07
 #: the network family per device: on a CPU, MONAI's UNet (strided first unit, about a ninth of unet3d's
 #: FLOPs per voxel at equal widths, so many more steps in a budget); on a GPU, radseg's nnU-Net-style unet3d
