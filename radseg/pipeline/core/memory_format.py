@@ -3,12 +3,13 @@
 oneDNN (PyTorch's CPU convolutions) and cuDNN both have ``channels_last_3d`` kernels; whether they
 beat the contiguous ones depends on the device and on the work. The training stage, its
 validation, the planner's calibration and predict all ask :func:`use_channels_last`, so they agree.
+:func:`plain_tensor` drops MONAI's MetaTensor wrapper from a batch before it meets the network.
 """
 
 from __future__ import annotations
 
 import contextlib
-from typing import Iterator
+from typing import Any, Iterator
 
 import torch
 
@@ -56,3 +57,8 @@ def contiguous_weights(network: torch.nn.Module) -> Iterator[torch.nn.Module]:
         yield network
     finally:
         network.to(memory_format=torch.channels_last_3d)
+
+
+def plain_tensor(tensor: Any) -> torch.Tensor:
+    """A MetaTensor as a plain tensor (metadata tracking slows autograd and DDP)."""
+    return tensor.as_tensor() if hasattr(tensor, "as_tensor") else torch.as_tensor(tensor)

@@ -15,7 +15,8 @@ from tqdm import tqdm
 from radseg import keys
 from radseg.configs.schema import InferenceConfig
 from radseg.pipeline.evaluate.metrics import dice_per_class
-from radseg.pipeline.predict.inference import plain_tensor, sliding_window_predict
+from radseg.pipeline.core.memory_format import plain_tensor
+from radseg.pipeline.predict.inference import sliding_window_predict
 
 
 def validate(

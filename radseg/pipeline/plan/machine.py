@@ -118,7 +118,8 @@ def measure_step_seconds(widths: Sequence[int], roi_size: Sequence[int], patches
     from monai.losses import DiceCELoss
 
     from radseg.networks import build_network
-    from radseg.pipeline.core.memory_format import use_channels_last
+    from radseg.configs.schema import TrainConfig
+    from radseg.pipeline.core.memory_format import plain_tensor, use_channels_last
 
     name = network
     network = build_network(planned_network(name, widths), in_channels=in_channels,
@@ -137,8 +138,8 @@ def measure_step_seconds(widths: Sequence[int], roi_size: Sequence[int], patches
     for index in range(steps + warm_up):
         start = time.perf_counter()
         batch = next(source) if source is not None else random_batch
-        image = torch.as_tensor(batch["image"]).as_subclass(torch.Tensor).to(device).float()
-        label = torch.as_tensor(batch["label"]).as_subclass(torch.Tensor).to(device)
+        image = plain_tensor(batch["image"]).to(device).float()
+        label = plain_tensor(batch["label"]).to(device)
         if channels_last:
             image = image.contiguous(memory_format=torch.channels_last_3d)
         optimizer.zero_grad(set_to_none=True)
@@ -146,7 +147,7 @@ def measure_step_seconds(widths: Sequence[int], roi_size: Sequence[int], patches
             output = network(image)
         loss = loss_fn(output.float(), label)
         loss.backward()
-        torch.nn.utils.clip_grad_norm_(network.parameters(), 12.0)
+        torch.nn.utils.clip_grad_norm_(network.parameters(), TrainConfig().grad_clip)
         optimizer.step()
         if device == "cuda":
             torch.cuda.synchronize()

@@ -22,7 +22,8 @@ from monai.inferers import sliding_window_inference
 
 from radseg.configs.schema import InferenceConfig
 from radseg.errors import ConfigError
-from radseg.pipeline.core.memory_format import contiguous_weights, use_channels_last  # noqa: F401 (re-exported)
+from radseg.pipeline.core.memory_format import (  # noqa: F401 (re-exported)
+    contiguous_weights, plain_tensor, use_channels_last)
 
 logger = logging.getLogger(__name__)
 
@@ -75,11 +76,6 @@ def autocast(device: torch.device | str, dtype: torch.dtype | None) -> contextli
     if dtype is None:
         return contextlib.nullcontext()
     return torch.autocast(device_type=torch.device(device).type, dtype=dtype)
-
-
-def plain_tensor(tensor: Any) -> torch.Tensor:
-    """A MetaTensor as a plain tensor (metadata tracking slows autograd and DDP)."""
-    return tensor.as_tensor() if hasattr(tensor, "as_tensor") else torch.as_tensor(tensor)
 
 
 def full_resolution_output(output: Any) -> torch.Tensor:

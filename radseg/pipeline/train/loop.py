@@ -19,7 +19,8 @@ from radseg import keys
 from radseg.configs.schema import TrainConfig
 from radseg.errors import RadsegError
 from radseg.pipeline.core import distributed as ddp
-from radseg.pipeline.predict.inference import autocast, plain_tensor
+from radseg.pipeline.core.memory_format import plain_tensor
+from radseg.pipeline.predict.inference import autocast
 from radseg.pipeline.train.run_log import RunLog
 from radseg.pipeline.train.schedule import lr_at, set_lr
 
