@@ -86,7 +86,7 @@ def _cmd_train_budget(args: argparse.Namespace) -> int:
     if args.config:
         raise ConfigError("--budget plans every setting itself; drop --config (or drop --budget to train with it)")
     result = train_with_budget(args.data, args.output, args.budget, device=args.device, fold=args.fold,
-                               overwrite=args.overwrite, overrides=args.set)
+                               overwrite=args.overwrite, overrides=args.set, pace=not args.fixed_schedule)
     print(result)
     return 0
 
@@ -96,6 +96,8 @@ def _cmd_train(args: argparse.Namespace) -> int:
 
     if args.budget and not args.resume:
         return _cmd_train_budget(args)
+    if args.fixed_schedule:
+        print("--fixed-schedule applies to --budget runs only; it is ignored", file=sys.stderr)
     if args.budget:
         print("--resume continues the run's own planned schedule; --budget is ignored", file=sys.stderr)
     saved = args.output / "config.yaml"
@@ -286,6 +288,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--fold", type=_fold, default=None, help="fold number, or all (train on every case)")
     p.add_argument("--budget", default=None, help="without --config: plan for this wall clock (15m, 2h), then train")
     p.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto", help="with --budget: plan for it")
+    p.add_argument("--fixed-schedule", action="store_true",
+                   help="with --budget: train exactly the planned epochs (no correction to the pace measured in the run)")
     p.add_argument("--resume", action="store_true", help="continue the run in --output")
     p.add_argument("--overwrite", action="store_true", help="replace the run in --output")
     p.set_defaults(func=_cmd_train)

@@ -1,8 +1,11 @@
 """``radseg train --budget 15m`` without a config: plan on this machine, then train with the plan.
 
-The budget becomes a fixed number of iterations at planning time (from the measured step), so the
-run is an ordinary run: ``--resume`` continues it exactly from its own ``config.yaml``. The plan,
-with one reason per setting, is kept beside the run as ``plan.yaml``.
+The budget becomes a fixed number of iterations at planning time (from the measured step). Once a
+quarter of the training time has passed, the epoch count is corrected to the pace measured in the
+run itself (:mod:`radseg.pipeline.train.pacing`), and each correction is written to the run's
+``config.yaml`` before the next epoch, so ``--resume`` still continues it exactly. The plan, with
+one reason per setting, is kept beside the run as ``plan.yaml`` (the planned count; train.log says
+what pacing changed).
 """
 
 from __future__ import annotations
@@ -16,6 +19,7 @@ from radseg.configs.loader import config_to_dict, load_config
 from radseg.pipeline.plan.budget import format_seconds, parse_budget
 from radseg.pipeline.plan.make_plan import plan_dataset, write_plan
 from radseg.pipeline.train.fit import FitResult, fit
+from radseg.pipeline.train.pacing import BudgetPacer
 
 logger = logging.getLogger(__name__)
 
@@ -24,7 +28,7 @@ PLAN_FILE = "plan.yaml"
 
 def train_with_budget(data: str | Path, output: str | Path, budget: str | float, *, device: str = "auto",
                       fold: Union[int, str, None] = None, overwrite: bool = False, overrides: Iterable[str] = (),
-                      progress: bool = True) -> FitResult:
+                      progress: bool = True, pace: bool = True) -> FitResult:
     """Plan a run of ``data`` that ends within ``budget`` on this machine, then train it.
 
     Args:
@@ -36,6 +40,8 @@ def train_with_budget(data: str | Path, output: str | Path, budget: str | float,
         overwrite: replace an existing run in ``output``.
         overrides: ``section.key=value`` changes applied to the plan (the schedule stays the plan's).
         progress: show progress bars.
+        pace: correct the planned epoch count to the pace measured during the run (see
+            :mod:`radseg.pipeline.train.pacing`); False trains exactly the planned epochs.
 
     Returns:
         The :class:`FitResult` of the run.
@@ -50,8 +56,15 @@ def train_with_budget(data: str | Path, output: str | Path, budget: str | float,
     if fold is not None:
         cfg.data.fold = fold
     logger.info("%s", plan.summary())
+    schedule = plan.schedule
+    if pace and any(item.split("=", 1)[0].strip() in ("train.max_epochs", "train.iterations_per_epoch")
+                    for item in overrides):
+        logger.info("the schedule is set with --set: budget pacing is off")
+        pace = False
+    pacer = BudgetPacer(deadline=start + seconds, val_pass_s=schedule.val_seconds / max(schedule.validations, 1),
+                        planned_epochs=cfg.train.max_epochs) if pace else None
     try:
-        result = fit(cfg, data=data, output=output, fold=fold, overwrite=overwrite, progress=progress)
+        result = fit(cfg, data=data, output=output, fold=fold, overwrite=overwrite, progress=progress, pacer=pacer)
     finally:
         if Path(output, "config.yaml").is_file():
             write_plan(plan, Path(output) / PLAN_FILE, overwrite=True, source=str(data))

@@ -32,7 +32,8 @@ from radseg.pipeline.core.memory_format import contiguous_weights, use_channels_
 from radseg.pipeline.predict.inference import resolve_amp
 from radseg.pipeline.train.losses import build_loss
 from radseg.pipeline.train.run_log import RunLog
-from radseg.pipeline.train.run_setup import RunData, prepare_data, prepare_run_folder
+from radseg.pipeline.train.pacing import BudgetPacer
+from radseg.pipeline.train.run_setup import RunData, prepare_data, prepare_run_folder, save_run_config
 from radseg.pipeline.train.schedule import build_optimizer
 from radseg.pipeline.evaluate.validate import validate
 from radseg.pipeline.train.loop import cycle_batches, run_epochs, train_one_epoch
@@ -81,6 +82,7 @@ def fit(
     overwrite: bool = False,
     *,
     progress: bool = True,
+    pacer: BudgetPacer | None = None,
 ) -> FitResult:
     """Train a network on a dataset into a run folder.
 
@@ -93,6 +95,8 @@ def fit(
         resume: continue the run in ``output`` from its last.pt (or extend a finished one).
         overwrite: replace an existing run in ``output``.
         progress: show progress bars.
+        pacer: keeps a ``train --budget`` run on its wall clock by changing ``train.max_epochs``
+            (written to the run's config.yaml) at epoch ends; None trains the config's epochs.
 
     Returns:
         The :class:`FitResult`.
@@ -109,13 +113,14 @@ def fit(
     try:
         cfg, saved = prepare_run_folder(cfg, Path(output), fold, resume, overwrite, info, data)
         run_data = prepare_data(cfg, Path(data), Path(output), info, fresh=saved is None, progress=progress)
-        return _train(cfg, run_data, Path(output), saved, info, start, progress)
+        return _train(cfg, run_data, Path(output), saved, info, start, progress, pacer)
     finally:
         torch.use_deterministic_algorithms(deterministic_before)  # callers' own setting, not ours
         ddp.cleanup_distributed(info)
 
 
-def _train(cfg, run_data: RunData, run_dir: Path, saved, info, start: float, progress: bool) -> FitResult:
+def _train(cfg, run_data: RunData, run_dir: Path, saved, info, start: float, progress: bool,
+           pacer: BudgetPacer | None) -> FitResult:
     _set_determinism(cfg)
     torch.manual_seed(cfg.train.seed)
     network = _build_network(cfg, run_data, info.device)
@@ -128,12 +133,26 @@ def _train(cfg, run_data: RunData, run_dir: Path, saved, info, start: float, pro
     if state.epoch >= cfg.train.max_epochs:
         logger.info("the run in %s finished %d epochs; resume with a larger train.max_epochs to extend it",
                     run_dir, state.epoch)
+    if pacer is not None:
+        pacer.start()
     run_epochs(state.epoch, cfg.train.max_epochs, run_dir, state.history, info, progress,
                lambda epoch: _run_epoch(cfg, run_data, model, network, loss_fn, optimizer, scaler, amp, state,
                                         epoch, info, progress),
-               lambda row, log: _save_epoch(cfg, run_data, run_dir, network, optimizer, scaler, state, row, log))
+               lambda row, log: _save_epoch(cfg, run_data, run_dir, network, optimizer, scaler, state, row, log),
+               None if pacer is None else lambda row: _paced_epochs(pacer, cfg, state, row, run_dir, info))
     return FitResult(run_dir, state.epoch, state.best_epoch, max(state.best_dice, 0.0), state.best_per_class,
                      time.perf_counter() - start)
+
+
+def _paced_epochs(pacer: BudgetPacer, cfg: RadsegConfig, state: _State, row: dict, run_dir: Path, info) -> int:
+    """The pacer's epoch count (rank 0 decides for every rank); a change is written to config.yaml."""
+    epochs = pacer.epoch_done(row, state.epoch, cfg.train.max_epochs, cfg.train.val_interval) if info.is_main else 0
+    epochs = int(ddp.broadcast_object(epochs, info))
+    if epochs != cfg.train.max_epochs:
+        cfg.train.max_epochs = epochs
+        if info.is_main:
+            save_run_config(cfg, run_dir)
+    return cfg.train.max_epochs
 
 
 def _set_determinism(cfg: RadsegConfig) -> None:

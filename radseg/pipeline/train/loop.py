@@ -28,22 +28,33 @@ logger = logging.getLogger(__name__)
 
 
 def run_epochs(first: int, total: int, run_dir: Path, history: list, info: ddp.DistInfo, progress: bool,
-               run_epoch: Callable[[int], dict], save_epoch: Callable[[dict, RunLog], None]) -> None:
+               run_epoch: Callable[[int], dict], save_epoch: Callable[[dict, RunLog], None],
+               next_total: Callable[[dict], int] | None = None) -> None:
     """The epoch loop the 3D and the slice branch share.
 
     Epochs ``first .. total - 1`` each run ``run_epoch(epoch)`` on every rank; rank 0 alone then
     calls ``save_epoch(row, log)`` (checkpoints, the metrics log) and every rank waits for it, so a
-    resumed run continues from what rank 0 wrote. The run log is closed however the loop ends.
+    resumed run continues from what rank 0 wrote. ``next_total(row)``, when given, is asked for the
+    epoch count after every epoch (budget pacing; it must answer the same on every rank). The run
+    log is closed however the loop ends.
     """
     log = RunLog(run_dir, history) if info.is_main else None
     try:
-        with logging_redirect_tqdm():
-            for epoch in tqdm(range(first, total), desc="epochs", unit="epoch",
-                              disable=not (progress and info.is_main), initial=first, total=total):
+        with logging_redirect_tqdm(), tqdm(desc="epochs", unit="epoch", disable=not (progress and info.is_main),
+                                           initial=first, total=total) as bar:
+            epoch = first
+            while epoch < total:
                 row = run_epoch(epoch)
                 if info.is_main:
                     save_epoch(row, log)
                 ddp.barrier(info)
+                epoch += 1
+                bar.update(1)
+                if next_total is not None and epoch < total:
+                    total = next_total(row)
+                    if bar.total != total:
+                        bar.total = total
+                        bar.refresh()
     finally:
         if log is not None:
             log.close()

@@ -115,7 +115,10 @@ def _resolve_config(cfg: RadsegConfig | None, saved: dict | None, run_dir: Path,
     if cfg is None:
         if saved is None:
             raise ConfigError(f"no config given and no checkpoint in {run_dir} to take it from; pass --config")
-        cfg = load_config(saved["config"])
+        # the run's config.yaml, as the CLI's resume reads it (budget pacing may have changed its epochs
+        # after last.pt was written); the checkpoint's copy when the file is gone
+        own = run_dir / CONFIG_FILE
+        cfg = load_config(own) if own.is_file() else load_config(saved["config"])
     if fold is not None:
         if fold != "all" and not 0 <= fold < cfg.data.num_folds:
             raise ConfigError(f"--fold must be in 0..{cfg.data.num_folds - 1} (data.num_folds) or all, not {fold}")

@@ -1,0 +1,97 @@
+"""Budget pacing: the epoch count follows the pace measured in the run, and the run stays resumable."""
+
+from __future__ import annotations
+
+import time
+
+import pytest
+import yaml
+
+from radseg.configs.loader import load_config
+from radseg.pipeline.core.checkpoint import load_checkpoint
+from radseg.pipeline.train.fit import fit
+from radseg.pipeline.train.pacing import BudgetPacer, _validations
+from conftest import TINY_TRAIN
+
+
+def _pacer(deadline: float, epochs: int, val_pass_s: float = 10.0) -> BudgetPacer:
+    pacer = BudgetPacer(deadline=deadline, val_pass_s=val_pass_s, planned_epochs=epochs)
+    pacer.started = 0.0
+    return pacer
+
+
+def _run(pacer: BudgetPacer, epochs: int, epoch_s: float, val_s: float, interval: int = 1,
+         first_extra: float = 5.0) -> tuple[int, float, list[int]]:
+    """Simulate a run whose epochs take ``epoch_s`` (+ ``val_s`` when they validate): the epochs it
+    ends with, its end time, and the count after every epoch."""
+    now, done, counts = 0.0, 0, []
+    while done < epochs:
+        done += 1
+        validated = done % interval == 0 or done == epochs
+        now += epoch_s + (val_s if validated else 0.0) + (first_extra if done == 1 else 0.0)
+        row = {"epoch": done, **({"val_time": val_s, "mean_dice": 0.5} if validated else {})}
+        epochs = pacer.epoch_done(row, done, epochs, interval, now=now)
+        counts.append(epochs)
+    return epochs, now, counts
+
+
+def test_validation_passes_left_count_every_interval_and_the_last():
+    assert _validations(0, 10, 1) == 10
+    assert _validations(0, 10, 3) == 4  # 3, 6, 9 and the last
+    assert _validations(4, 9, 2) == 3  # 6, 8 and the last
+    assert _validations(6, 6, 2) == 0
+
+
+def test_a_slower_machine_than_planned_ends_at_the_budget():
+    # planned: 30 epochs of 25 s + a 10 s validation every 3rd epoch = 850 s of a 900 s budget;
+    # the run turns out 25% slower per step
+    pacer = _pacer(deadline=900.0, epochs=30)
+    epochs, end, counts = _run(pacer, 30, epoch_s=31.25, val_s=12.5, interval=3)
+    assert epochs < 30
+    assert abs(end - 900.0) <= 0.05 * 900  # inside the budget's +-5%
+    assert abs(end - 900.0) <= 31.25  # within one epoch
+    assert counts[:6] == [30] * 6  # nothing changes before a quarter of the time (225 s) has passed
+
+
+def test_a_faster_machine_than_planned_stretches_the_run():
+    pacer = _pacer(deadline=900.0, epochs=30)
+    epochs, end, _ = _run(pacer, 30, epoch_s=20.0, val_s=8.0, interval=3)
+    assert epochs > 30
+    assert abs(end - 900.0) <= 20.0
+
+
+def test_a_run_on_its_plan_is_left_alone():
+    pacer = _pacer(deadline=900.0, epochs=30)
+    epochs, end, counts = _run(pacer, 30, epoch_s=26.0, val_s=10.0, interval=3)
+    assert set(counts) == {30}  # 30 x 26 + 10 x 10 + 5 = 885 s: within a fraction of an epoch
+    assert abs(end - 900.0) < 26.0
+
+
+def test_the_stretch_is_bounded_and_the_run_never_ends_before_a_validation():
+    pacer = _pacer(deadline=600.0, epochs=10)  # room for 23 epochs
+    epochs, _, _ = _run(pacer, 10, epoch_s=20.0, val_s=5.0, interval=1)
+    assert epochs == 20  # MAX_STRETCH x the planned 10 epochs
+    late = _pacer(deadline=0.0, epochs=10)  # the deadline has already passed
+    late.epoch_done({"epoch": 1}, 1, 10, 2, now=30.0)
+    late.epoch_done({"epoch": 2, "val_time": 5.0, "mean_dice": 0.5}, 2, 10, 2, now=60.0)
+    assert late.epoch_done({"epoch": 3}, 3, 10, 2, now=90.0) == 4  # epoch 3 did not validate: one more
+    late = _pacer(deadline=0.0, epochs=10)
+    late.epoch_done({"epoch": 1}, 1, 10, 2, now=30.0)
+    late.epoch_done({"epoch": 2, "val_time": 5.0, "mean_dice": 0.5}, 2, 10, 2, now=60.0)
+    late.epoch_done({"epoch": 3}, 3, 10, 2, now=90.0)
+    assert late.epoch_done({"epoch": 4, "val_time": 5.0, "mean_dice": 0.5}, 4, 10, 2, now=120.0) == 4
+
+
+@pytest.mark.slow
+def test_fit_with_a_pacer_rewrites_the_config_and_resumes_as_an_ordinary_run(phantom_dataset, tmp_path):
+    run = tmp_path / "run"
+    cfg = load_config("demo", [*TINY_TRAIN, "train.max_epochs=6"])
+    # a deadline already passed: the pacer ends the run at the first validated epoch it may act on
+    pacer = BudgetPacer(deadline=time.perf_counter(), val_pass_s=1.0, planned_epochs=6)
+    result = fit(cfg, phantom_dataset, run, progress=False, pacer=pacer)
+    assert result.epochs == 3  # the first epoch is not measured; two more are, then it acts
+    assert yaml.safe_load((run / "config.yaml").read_text())["train"]["max_epochs"] == 3
+    saved = load_checkpoint(run / "last.pt")
+    assert saved["epoch"] == 3  # written before the change (max_epochs is a setting a resume may change)
+    again = fit(None, phantom_dataset, run, resume=True, progress=False)  # the run's own config.yaml
+    assert again.epochs == 3  # finished as written: nothing more to train
