@@ -23,11 +23,13 @@ logger = logging.getLogger(__name__)
 
 #: the pacer acts once this fraction of the training time (its start to the deadline) has passed
 START_FRACTION = 0.25
-#: epochs averaged for the projection (the most recent, the process's first excluded)
-WINDOW = 4
-#: a change is made only when the current count ends more than this many epochs from the deadline
-#: (the nearest count is always within half an epoch), so timing noise cannot flip it back and forth
-HYSTERESIS_EPOCHS = 0.75
+#: epochs averaged for the projection (the most recent, the process's first excluded); epochs of one
+#: CPU run vary by 8-15%, so fewer make the projection swing by more than an epoch
+WINDOW = 8
+#: a change is made only when the current count's projected end misses the deadline by more than
+#: this share of the training time (and by more than an epoch; the nearest count is always within
+#: half an epoch), so that timing noise does not move the count back and forth
+HYSTERESIS = 0.03
 #: never more than this multiple of the planned epochs, however fast the machine turns out
 MAX_STRETCH = 2.0
 
@@ -93,7 +95,8 @@ class BudgetPacer:
         lowest = done if "mean_dice" in row else done + 1
         highest = max(max_epochs, math.ceil(MAX_STRETCH * self.planned_epochs))
         best = min(range(lowest, highest + 1), key=lambda epochs: (abs(miss(epochs)), epochs))
-        if best == max_epochs or abs(miss(max_epochs)) <= HYSTERESIS_EPOCHS * epoch_s:
+        tolerance = max(HYSTERESIS * (self.deadline - self.started), epoch_s)
+        if best == max_epochs or abs(miss(max_epochs)) <= tolerance:
             return max_epochs
         logger.info("budget pacing after epoch %d: %.1f s per epoch and %.1f s per validation measured, so "
                     "%d epochs would end %+.0f s from the budget; train.max_epochs %d -> %d (ends %+.0f s)",
