@@ -169,3 +169,59 @@ def test_label_class_sampler_and_config_errors(lps_case):
         build_augment_transforms(augment, [8, 8, 4], num_classes=4)
     with pytest.raises(ConfigError, match="square in-plane roi_size"):
         build_augment_transforms(AugmentConfig(rotate90_prob=0.5), [8, 16, 4], num_classes=3)
+
+
+def _ball_case(tmp_path, values=(2, 5), balls=6):
+    """A 1 mm CT with off-grid balls of 4-10 mm radius, labelled ``values`` in turn."""
+    rng = np.random.default_rng(3)
+    grid = np.indices((64, 64, 64)).astype(float)
+    label = np.zeros((64, 64, 64), dtype=np.uint8)
+    for index in range(balls):
+        centre = rng.uniform(14, 50, 3)
+        label[((grid - centre[:, None, None, None]) ** 2).sum(0) < rng.uniform(4, 10) ** 2] = values[index % 2]
+    image = np.where(label > 0, 60, 20).astype(np.int16)
+    paths = {}
+    for key, array in ((keys.IMAGE, image), (keys.LABEL, label)):
+        item = sitk.GetImageFromArray(array)
+        paths[key] = str(tmp_path / f"{key}.nii.gz")
+        sitk.WriteImage(item, paths[key])
+    return paths
+
+
+def test_labels_are_resampled_by_linear_interpolation_of_each_mask(tmp_path):
+    from monai.transforms import Spacingd
+
+    from radseg.pipeline.predict.to_grid import axis_map, logits_to_grid
+
+    paths = _ball_case(tmp_path)
+    resolved = _resolved(target_spacing=(1.7, 1.7, 2.3))
+    out = build_preprocess_transforms(resolved)(dict(paths))
+    image, resampled = out[keys.IMAGE], out[keys.LABEL]
+    assert resampled.dtype == torch.uint8 and resampled.shape == image.shape
+    assert np.allclose(resampled.affine, image.affine)
+    assert set(torch.unique(resampled).tolist()) == {0, 2, 5}  # the label values as they are, not 0..n
+    # back on the 1 mm grid (linear interpolation of each mask, as predict maps logits back), the
+    # linearly resampled labels keep each ball closer to the truth than nearest-neighbour ones
+    nearest = Spacingd([keys.IMAGE, keys.LABEL], pixdim=resolved.target_spacing, mode=["bilinear", "nearest"],
+                       padding_mode="border")
+    chain = build_preprocess_transforms(resolved).transforms
+    before = next(i for i, t in enumerate(chain) if type(t).__name__ == "Spacingd")
+    loaded = dict(paths)
+    for transform in chain[:before]:
+        loaded = transform(loaded)
+    coarse_nearest = nearest(loaded)[keys.LABEL]
+    truth = torch.as_tensor(loaded[keys.LABEL])[0].long()  # the 1 mm label on the RAS grid
+
+    def dice_back(coarse) -> list[float]:
+        # as radseg predict maps logits back: per-axis linear interpolation between the two grids
+        onehot = torch.nn.functional.one_hot(torch.as_tensor(coarse)[0].long(), 6).permute(3, 0, 1, 2).float()
+        back, _ = logits_to_grid(onehot, axis_map(coarse.affine, loaded[keys.LABEL].affine), tuple(truth.shape))
+        back = torch.as_tensor(back.transpose(2, 1, 0).astype(np.int64))  # (z, y, x) -> (x, y, z)
+        scores = []
+        for value in (2, 5):
+            both = ((back == value) & (truth == value)).sum().item()
+            scores.append(2 * both / ((back == value).sum().item() + (truth == value).sum().item()))
+        return scores
+
+    linear, nearest_scores = dice_back(resampled), dice_back(coarse_nearest)
+    assert sum(linear) > sum(nearest_scores) + 0.005, (linear, nearest_scores)
