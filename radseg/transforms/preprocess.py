@@ -20,6 +20,7 @@ from monai.transforms import (
     CropForegroundd,
     EnsureChannelFirstd,
     LoadImaged,
+    MapTransform,
     NormalizeIntensityd,
     Orientationd,
     Rand3DElasticd,
@@ -30,7 +31,6 @@ from monai.transforms import (
     RandRotate90d,
     RandScaleIntensityd,
     RandShiftIntensityd,
-    MapTransform,
     ScaleIntensityRanged,
     Spacing,
     Spacingd,
@@ -91,7 +91,8 @@ class LinearLabelSpacingd(MapTransform):
             label = d[key]
             values = torch.unique(torch.as_tensor(label))
             best = labels = template = None
-            for value in values:  # one mask at a time: two float volumes on the target grid at most
+            # one mask at a time: one float mask on the source grid, three volumes on the target grid
+            for value in values:
                 share = self.spacing((label == value).to(torch.float32))
                 template = share
                 share = share.as_tensor()
