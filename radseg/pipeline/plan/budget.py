@@ -129,6 +129,15 @@ def _cut(epochs: int, validations: int, room_s: float, step_s: float, val_pass_s
          epoch_s: float) -> tuple[int, int, int, int]:
     """Steps per epoch, epochs, validation interval and passes when ``epochs`` share ``room_s`` seconds."""
     interval = max(1, math.ceil(epochs / min(validations, epochs)))
-    done = epochs // interval + (1 if epochs % interval else 0)
+    done = validation_passes(0, epochs, interval)
     spare = room_s - done * val_pass_s - epochs * epoch_s
     return max(int(spare // step_s) // epochs, 1), epochs, interval, done
+
+
+def validation_passes(done: int, epochs: int, interval: int) -> int:
+    """Validation passes in epochs ``done + 1 .. epochs``: every ``interval``-th and the last, as
+    training validates."""
+    if epochs <= done:
+        return 0
+    passes = epochs // interval - done // interval
+    return passes + (0 if epochs % interval == 0 else 1)

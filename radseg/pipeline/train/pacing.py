@@ -19,6 +19,8 @@ import math
 import time
 from dataclasses import dataclass, field
 
+from radseg.pipeline.plan.budget import validation_passes
+
 logger = logging.getLogger(__name__)
 
 #: the pacer acts once this fraction of the training time (its start to the deadline) has passed
@@ -88,7 +90,7 @@ class BudgetPacer:
         val_pass = sum(self._val_s[-WINDOW:]) / len(self._val_s[-WINDOW:]) if self._val_s else self.val_pass_s
 
         def miss(epochs: int) -> float:
-            left = (epochs - done) * epoch_s + _validations(done, epochs, val_interval) * val_pass
+            left = (epochs - done) * epoch_s + validation_passes(done, epochs, val_interval) * val_pass
             return now + left - self.deadline
 
         # ending now is possible only when this epoch validated (the last epoch always does)
@@ -102,11 +104,3 @@ class BudgetPacer:
                     "%d epochs would end %+.0f s from the budget; train.max_epochs %d -> %d (ends %+.0f s)",
                     done, epoch_s, val_pass, max_epochs, miss(max_epochs), max_epochs, best, miss(best))
         return best
-
-
-def _validations(done: int, epochs: int, interval: int) -> int:
-    """Validation passes in epochs ``done + 1 .. epochs`` (every ``interval``-th and the last)."""
-    if epochs <= done:
-        return 0
-    passes = epochs // interval - done // interval
-    return passes + (0 if epochs % interval == 0 else 1)

@@ -11,7 +11,8 @@ import yaml
 from radseg.configs.loader import load_config
 from radseg.pipeline.core.checkpoint import load_checkpoint
 from radseg.pipeline.train.fit import fit
-from radseg.pipeline.train.pacing import BudgetPacer, _validations
+from radseg.pipeline.plan.budget import validation_passes
+from radseg.pipeline.train.pacing import BudgetPacer
 from conftest import TINY_TRAIN
 
 
@@ -37,10 +38,10 @@ def _run(pacer: BudgetPacer, epochs: int, epoch_s: float, val_s: float, interval
 
 
 def test_validation_passes_left_count_every_interval_and_the_last():
-    assert _validations(0, 10, 1) == 10
-    assert _validations(0, 10, 3) == 4  # 3, 6, 9 and the last
-    assert _validations(4, 9, 2) == 3  # 6, 8 and the last
-    assert _validations(6, 6, 2) == 0
+    assert validation_passes(0, 10, 1) == 10
+    assert validation_passes(0, 10, 3) == 4  # 3, 6, 9 and the last
+    assert validation_passes(4, 9, 2) == 3  # 6, 8 and the last
+    assert validation_passes(6, 6, 2) == 0
 
 
 def test_a_slower_machine_than_planned_ends_at_the_budget():
