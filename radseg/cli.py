@@ -183,13 +183,11 @@ def _cmd_evaluate(args: argparse.Namespace) -> int:
 
 def _cmd_predict(args: argparse.Namespace) -> int:
     from radseg.pipeline.predict.extra_outputs import dicom_seg_writer, quicklook_writer
-    from radseg.pipeline.predict.postprocess import PostprocessConfig
     from radseg.pipeline.predict.predict import PredictOptions, predict_many
 
     options = PredictOptions(
         overlap=args.overlap, sw_batch_size=args.sw_batch_size, tta=args.tta, probabilities=args.probabilities,
-        postprocess=PostprocessConfig(largest_component=args.largest_component, fill_holes=args.fill_holes,
-                                      min_component_ml=args.min_component_ml),
+        postprocess=_postprocess_choice(args),
         overwrite=args.overwrite, check_modality=not args.no_modality_check,
         extra_writers=tuple(writer for flag, writer in ((args.dicom_seg, dicom_seg_writer),
                                                         (args.quicklook, quicklook_writer)) if flag),
@@ -200,6 +198,21 @@ def _cmd_predict(args: argparse.Namespace) -> int:
         print(f"failed: {result.name}: {result.message}", file=sys.stderr)
     print(f"predict: {summary}; outputs in {args.output}")
     return 1 if summary.failed else 0
+
+
+def _postprocess_choice(args: argparse.Namespace):
+    """The clean-ups predict's flags ask for: None (the run's own), none at all, or the flags' own."""
+    from radseg.errors import ConfigError
+    from radseg.pipeline.predict.postprocess import PostprocessConfig
+
+    if args.no_postprocess:
+        if args.largest_component or args.fill_holes or args.min_component_ml:
+            raise ConfigError("--no-postprocess turns every clean-up off; drop it or the clean-up flags")
+        return PostprocessConfig()
+    if args.largest_component or args.fill_holes or args.min_component_ml:
+        return PostprocessConfig(largest_component=args.largest_component, fill_holes=args.fill_holes,
+                                 min_component_ml=args.min_component_ml)
+    return None
 
 
 def _liver_locator(checkpoint: Path, margin_mm: float, device: str):
@@ -230,9 +243,13 @@ def _add_predict_parser(sub) -> None:
     p.add_argument("--sw-batch-size", type=int, default=None, help="windows per forward pass")
     p.add_argument("--tta", action="store_true", help="average over mirrored copies (8x slower)")
     p.add_argument("--probabilities", action="store_true", help="also write float16 probabilities (.npz)")
-    p.add_argument("--largest-component", action="store_true", help="keep the largest component per class")
+    p.add_argument("--largest-component", action="store_true",
+                   help="keep the largest component of every class (any clean-up flag replaces the run's own)")
     p.add_argument("--fill-holes", action="store_true", help="fill cavities enclosed by a class")
     p.add_argument("--min-component-ml", type=float, default=0.0, help="drop components under this many mL")
+    p.add_argument("--no-postprocess", action="store_true",
+                   help="no clean-ups, not even the run's own (by default predict applies the clean-ups "
+                        "its config names, which radseg plan chooses from the training labels)")
     p.add_argument("--dicom-seg", action="store_true", help="also write a DICOM-SEG for DICOM input (NAME_seg.dcm)")
     p.add_argument("--quicklook", action="store_true", help="also write a PNG of three slices with the mask outlined")
     p.add_argument("--locate-with", type=Path, default=None, metavar="SLICE_RUN/best.pt",

@@ -86,6 +86,10 @@ def validate_config(cfg: RadsegConfig) -> None:
     inf = cfg.inference
     if not 0 <= inf.overlap < 1:
         problems.append(f"inference.overlap must be in [0, 1), not {inf.overlap}; 0.5 is the usual choice")
+    if any(v < 1 for v in inf.largest_component):
+        problems.append(f"inference.largest_component lists foreground class values (>= 1), not {inf.largest_component}")
+    if any(v < 0 for v in inf.min_component_ml):
+        problems.append(f"inference.min_component_ml must be >= 0 mL per class, not {inf.min_component_ml}")
     for name in ("batch_size", "max_epochs", "iterations_per_epoch", "val_interval"):
         if getattr(cfg.train, name) < 1:
             problems.append(f"train.{name} must be >= 1, not {getattr(cfg.train, name)}")

@@ -124,6 +124,12 @@ class InferenceConfig:
     overlap: float = 0.5
     blend_mode: Literal["gaussian", "constant"] = "gaussian"
     mirror: bool = False
+    #: clean-ups ``radseg predict`` applies to a run's masks unless told otherwise (radseg plan
+    #: decides them from the training labels). Class values kept as their largest connected component:
+    largest_component: list[int] = field(default_factory=list)
+    #: one value per class, background first: predicted components under this many mL are removed
+    #: (their voxels take the label around them); empty: none removed
+    min_component_ml: list[float] = field(default_factory=list)
 
 
 @dataclass

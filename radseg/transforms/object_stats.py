@@ -58,7 +58,10 @@ def summarize_objects(per_case: Sequence[dict[str, Any]]) -> dict[str, dict[str,
     Returns:
         ``{"1": {"cases_present", "cases", "median_voxel_fraction", "median_volume_ml",
         "median_box_mm", "median_objects_per_case", "median_object_diameter_mm",
-        "object_diameter_mm_p05", "max_object_diameter_mm"}, ...}`` for every class seen in any case.
+        "object_diameter_mm_p05", "max_object_diameter_mm", "min_object_volume_ml",
+        "min_largest_object_share"}, ...}`` for every class seen in any case. The last two are the
+        smallest object's volume and, over cases, the smallest share of a class's volume held by
+        its largest object (1.0: one object in every case).
     """
     names = sorted({name for case in per_case for name in case["classes"]}, key=int)
     summary = {}
@@ -75,6 +78,8 @@ def summarize_objects(per_case: Sequence[dict[str, Any]]) -> dict[str, dict[str,
             "median_object_diameter_mm": float(np.median(diameters)),
             "object_diameter_mm_p05": float(np.percentile(diameters, 5)),
             "max_object_diameter_mm": float(diameters.max()),
+            "min_object_volume_ml": float(_sphere_ml(diameters).min()),
+            "min_largest_object_share": float(min(_largest_share(c["object_diameters_mm"]) for c in present)),
         }
     return summary
 
@@ -83,6 +88,17 @@ def median_foreground_box(per_case: Sequence[dict[str, Any]]) -> Union[list[floa
     """Median over cases of the box (mm, RAS) around all foreground classes, or None without any."""
     boxes = [case["foreground_box_mm"] for case in per_case if case["foreground_box_mm"] is not None]
     return np.median(boxes, axis=0).tolist() if boxes else None
+
+
+def _sphere_ml(diameters_mm: Any) -> np.ndarray:
+    """Volumes (mL) of the equivalent spheres of ``diameters_mm`` (the inverse of :func:`label_objects`')."""
+    return np.pi * np.asarray(diameters_mm, dtype=float) ** 3 / 6000.0
+
+
+def _largest_share(diameters_mm: Sequence[float]) -> float:
+    """The share of a class's volume in one case held by its largest object."""
+    volumes = _sphere_ml(diameters_mm)
+    return float(volumes.max() / volumes.sum())
 
 
 def _ras_box(mask: np.ndarray, numpy_spacing: np.ndarray, ras_axes: list[int]) -> list[float]:

@@ -49,6 +49,10 @@ def test_summary_counts_cases_where_a_class_is_present(tmp_path, two_tumours_lab
     summary = summarize_objects(per_case)
     assert summary["1"]["cases_present"] == 3 and summary["2"]["cases_present"] == 1
     assert summary["2"]["cases"] == 3 and summary["2"]["median_objects_per_case"] == 2.0
+    assert summary["1"]["min_largest_object_share"] == pytest.approx(1.0)  # one liver object in every case
+    assert summary["2"]["min_largest_object_share"] == pytest.approx(0.5, abs=0.05)  # two equal tumours
+    ball_ml = (two_tumours_label == 2).sum() / 2 * 1.0 * 1.0 * 2.0 / 1000
+    assert summary["2"]["min_object_volume_ml"] == pytest.approx(ball_ml, rel=0.01)
 
 
 def test_fingerprint_with_objects_round_trips(tmp_path, two_tumours_label):

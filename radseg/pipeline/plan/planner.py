@@ -4,7 +4,8 @@
 chooses, in order: target spacing (the finest at which the budget still sees the data often enough
 and the smallest objects stay resolved), patch (the median foreground box with context, within the
 field of view), U-Net depth and widths (from the patch; the widest that leaves enough steps),
-sampler, augmentation, schedule and inference. Each choice is a :class:`Decision` with its reason.
+sampler, augmentation, schedule, inference and the clean-ups of predictions. Each choice is a
+:class:`Decision` with its reason.
 """
 
 from __future__ import annotations
@@ -131,6 +132,7 @@ def plan_from_fingerprint(fingerprint: Fingerprint, facts: DatasetFacts, machine
     decisions += rules.schedule_decisions(schedule, machine, budget_seconds)
     decisions += rules.sampler_decisions(fingerprint.classes, facts.label_names, facts.num_classes)
     decisions += rules.augment_decisions(facts.modality, search.passes(schedule.steps))
+    decisions += rules.postprocess_decisions(fingerprint.classes, facts.label_names, facts.num_classes)
     decisions += _runtime_decisions(machine, search, facts)
     config = _to_config(decisions)
     notes = search.notes + ([f"--fold all: trains on all {facts.num_cases} cases; validation scores fold 0's "

@@ -25,6 +25,11 @@ MAX_LEVELS, MIN_LEVELS = 6, 3
 SMALL_FRACTION, RARE_SHARE = 0.01, 0.6
 #: patches per optimiser step (nnU-Net's batch of 2)
 PATCHES_PER_STEP = 2
+#: a class whose largest object holds at least this share of its voxels in every training label is one
+#: object (an organ): its predictions keep their largest component
+ONE_OBJECT_SHARE = 0.99
+#: other classes lose predicted components under this share of their smallest object in the training labels
+MIN_COMPONENT_SHARE = 0.1
 
 
 @dataclass(frozen=True)
@@ -156,3 +161,30 @@ def augment_decisions(modality: str, passes: float) -> list[Decision]:
                  "share after normalisation"),
         Decision("augment.intensity_shift", intensity, "as the scale"),
     ]
+
+
+def postprocess_decisions(classes: dict[str, dict], names: dict[int, str], num_classes: int) -> list[Decision]:
+    """Clean-ups for predictions, from the training labels' objects (nnU-Net picks its own by cross-validation).
+
+    A class that is one object in every label keeps its largest predicted component; the others lose
+    components under :data:`MIN_COMPONENT_SHARE` of their smallest labelled object, so specks go and
+    no object the size of a real one does.
+    """
+    largest, sizes, reasons = [], [0.0] * num_classes, []
+    for key, stats in sorted(classes.items(), key=lambda item: int(item[0])):
+        value, share, smallest = int(key), stats.get("min_largest_object_share"), stats.get("min_object_volume_ml")
+        if share is None or smallest is None or not 0 < value < num_classes:
+            continue
+        name = names.get(value, key)
+        if share >= ONE_OBJECT_SHARE:
+            largest.append(value)
+            reasons.append(f"{name}: largest component only, as its largest object holds {100 * share:.1f}% or more "
+                           f"of it in each of the {stats['cases_present']} labels that have it")
+        else:
+            sizes[value] = float(f"{MIN_COMPONENT_SHARE * smallest:.2g}")
+            reasons.append(f"{name}: components under {sizes[value]:g} mL removed, a tenth of its smallest object "
+                           f"in the training labels ({smallest:.2g} mL)")
+    why = "; ".join(reasons) or "no class has object statistics"
+    return [Decision("inference.largest_component", largest, why),
+            Decision("inference.min_component_ml", sizes if any(sizes) else [], "one per class, background first: "
+                     "predicted components under this many mL take the label around them")]

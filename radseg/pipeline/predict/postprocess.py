@@ -2,16 +2,25 @@
 
 Each works class by class inside the class's bounding box (plus a one-voxel margin), so a liver in
 a 512x512x800 scan labels a few million voxels, not the whole grid. Connectivity is 26 voxels in
-3D (scipy's full structuring element), nnU-Net's choice for "largest component".
+3D (scipy's full structuring element), nnU-Net's choice for "largest component". A dropped
+component takes the label most common around it: a tumour speck inside the liver becomes liver,
+a liver island in the spleen becomes background.
+
+``radseg plan`` chooses them per class from the training labels (``inference.largest_component``
+and ``inference.min_component_ml``), and ``radseg predict`` applies a run's own unless told otherwise.
 """
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import Union
 
 import numpy as np
 from scipy import ndimage
 
+from radseg.configs.schema import InferenceConfig
+from radseg.errors import ConfigError
 from radseg.pipeline.core.masks import bounding_box
 
 _FULL = np.ones((3, 3, 3), dtype=bool)
@@ -22,19 +31,62 @@ class PostprocessConfig:
     """Which clean-ups to apply (all off by default).
 
     Attributes:
-        largest_component: keep only the largest connected component of each class.
+        largest_component: keep only the largest connected component: True for every class, or a
+            tuple of the class values it applies to.
         fill_holes: fill background cavities enclosed by a class with that class.
-        min_component_ml: drop components smaller than this many mL (0: keep all).
+        min_component_ml: drop components smaller than this many mL (0: keep all): one value for
+            every class, or a tuple with one per class, background first.
     """
 
-    largest_component: bool = False
+    largest_component: Union[bool, tuple[int, ...]] = False
     fill_holes: bool = False
-    min_component_ml: float = 0.0
+    min_component_ml: Union[float, tuple[float, ...]] = 0.0
+
+    @classmethod
+    def planned(cls, inference: InferenceConfig, num_classes: int) -> PostprocessConfig:
+        """A run's own clean-ups, from its config's ``inference`` section.
+
+        Raises:
+            ConfigError: ``min_component_ml`` does not have one value per class.
+        """
+        sizes = tuple(float(v) for v in inference.min_component_ml)
+        if sizes and len(sizes) != num_classes:
+            raise ConfigError(f"inference.min_component_ml has {len(sizes)} values for a model of {num_classes} "
+                              "classes; give one per class, background first, or none")
+        return cls(largest_component=tuple(int(v) for v in inference.largest_component), min_component_ml=sizes)
+
+    def keeps_largest(self, value: int) -> bool:
+        """Whether class ``value`` keeps only its largest component."""
+        if isinstance(self.largest_component, bool):
+            return self.largest_component
+        return value in self.largest_component
+
+    def min_ml(self, value: int) -> float:
+        """The smallest component (mL) class ``value`` keeps."""
+        if isinstance(self.min_component_ml, tuple):
+            return self.min_component_ml[value] if value < len(self.min_component_ml) else 0.0
+        return float(self.min_component_ml)
+
+    def classes_active(self, num_classes: int) -> list[int]:
+        """The foreground classes any clean-up touches."""
+        return [v for v in range(1, num_classes)
+                if self.fill_holes or self.keeps_largest(v) or self.min_ml(v) > 0]
 
     @property
     def active(self) -> bool:
-        """True when any clean-up is on."""
-        return self.largest_component or self.fill_holes or self.min_component_ml > 0
+        """True when any clean-up is on for some class."""
+        sizes = self.min_component_ml if isinstance(self.min_component_ml, tuple) else (self.min_component_ml,)
+        return bool(self.largest_component) or self.fill_holes or any(v > 0 for v in sizes)
+
+    def describe(self, names: Sequence[str]) -> str:
+        """One line, e.g. ``liver: largest component; tumour: components under 0.09 mL removed``."""
+        parts = []
+        for value in self.classes_active(len(names)):
+            steps = (["largest component"] if self.keeps_largest(value) else []) + (
+                [f"components under {self.min_ml(value):.2g} mL removed"] if self.min_ml(value) > 0 else []) + (
+                ["holes filled"] if self.fill_holes else [])
+            parts.append(f"{names[value]}: {', '.join(steps)}")
+        return "; ".join(parts) or "none"
 
 
 def postprocess(labels: np.ndarray, num_classes: int, voxel_ml: float, cfg: PostprocessConfig) -> np.ndarray:
@@ -49,37 +101,38 @@ def postprocess(labels: np.ndarray, num_classes: int, voxel_ml: float, cfg: Post
     Returns:
         ``labels`` (modified in place).
     """
-    if not cfg.active:
-        return labels
-    min_voxels = cfg.min_component_ml / voxel_ml if voxel_ml > 0 else 0.0
-    for value in range(1, num_classes):
+    for value in cfg.classes_active(num_classes):
         box = bounding_box(labels == value, margin=1)
         if box is None:
             continue
         region = labels[box]
         mask = region == value
-        keep = _components(mask, cfg.largest_component, min_voxels)
-        region[mask & ~keep] = 0
+        min_voxels = cfg.min_ml(value) / voxel_ml if voxel_ml > 0 else 0.0
+        _drop_components(region, mask, cfg.keeps_largest(value), min_voxels)
         if cfg.fill_holes:
+            keep = region == value
             holes = ndimage.binary_fill_holes(keep) & ~keep & (region == 0)
             region[holes] = value
     return labels
 
 
-def _components(mask: np.ndarray, largest: bool, min_voxels: float) -> np.ndarray:
-    """The components of ``mask`` to keep."""
+def _drop_components(region: np.ndarray, mask: np.ndarray, largest: bool, min_voxels: float) -> None:
+    """Relabel the components of ``mask`` that are not kept with the label most common around each."""
     if not largest and min_voxels <= 0:
-        return mask
+        return
     components, count = ndimage.label(mask, structure=_FULL)
-    if count <= 1 and min_voxels <= 0:
-        return mask
+    if count == 0 or (count == 1 and min_voxels <= 0):
+        return
     sizes = np.bincount(components.ravel(), minlength=count + 1)
     sizes[0] = 0
-    keep_ids = np.zeros(count + 1, dtype=bool)
+    keep = sizes >= min_voxels
     if largest:
-        keep_ids[int(np.argmax(sizes))] = True
-    else:
-        keep_ids[:] = True
-    keep_ids &= sizes >= min_voxels
-    keep_ids[0] = False
-    return keep_ids[components]
+        keep &= np.arange(count + 1) == int(np.argmax(sizes))
+    for index, where in enumerate(ndimage.find_objects(components), start=1):
+        if keep[index] or where is None:
+            continue
+        grown = tuple(slice(max(s.start - 1, 0), s.stop + 1) for s in where)
+        piece = components[grown] == index
+        ring = ndimage.binary_dilation(piece, structure=_FULL) & ~mask[grown]
+        around = region[grown][ring]
+        region[grown][piece] = np.bincount(around).argmax() if around.size else 0

@@ -39,7 +39,9 @@ class PredictOptions:
         sw_batch_size: windows per forward pass.
         tta: average over mirrored copies (8 passes in 3D).
         probabilities: also write float16 class probabilities.
-        postprocess: clean-ups on the label map.
+        postprocess: clean-ups on the label map; None applies the run's own (its config's
+            ``inference.largest_component`` and ``inference.min_component_ml``, which radseg plan
+            sets), ``PostprocessConfig()`` none.
         overwrite: predict cases whose outputs exist (default: skip them).
         check_modality: refuse scans that look like another modality than the model's.
         slab: original slices taken back to the grid at a time (bounds the memory).
@@ -56,7 +58,7 @@ class PredictOptions:
     sw_batch_size: int | None = None
     tta: bool = False
     probabilities: bool = False
-    postprocess: PostprocessConfig = field(default_factory=PostprocessConfig)
+    postprocess: PostprocessConfig | None = None
     overwrite: bool = False
     check_modality: bool = True
     slab: int = 16
@@ -128,7 +130,7 @@ def predict_case(model: PredictModel, case: PredictCase, output: str | Path,
                                    prepared.grid.size, probabilities=options.probabilities, slab=options.slab)
     del logits
     clock.lap("to_grid")
-    postprocess(labels, model.num_classes, prepared.grid.voxel_ml, options.postprocess)
+    postprocess(labels, model.num_classes, prepared.grid.voxel_ml, _cleanups(model, options))
     clock.lap("postprocess")
     volumes = _write(model, case, prepared, labels, probs, files, options)
     clock.lap("write")
@@ -165,6 +167,9 @@ def predict_many(checkpoint: str | Path | PredictModel, inputs: Sequence[str | P
         model = checkpoint if isinstance(checkpoint, PredictModel) else load_predict_model(checkpoint, str(info.device))
         cases = find_cases(inputs, exclude=output)
         _check_writable(output)
+        source = "the run's own" if options.postprocess is None else "as asked"
+        options = dataclasses.replace(options, postprocess=_cleanups(model, options))
+        logger.info("clean-ups (%s): %s", source, options.postprocess.describe(_class_names(model)))
         results = [_predict_or_report(model, case, output, options)
                    for case in tqdm(ddp.split_for_rank(cases, info), desc="predict", unit="case",
                                     disable=not options.progress)]
@@ -187,6 +192,17 @@ def _predict_or_report(model, case: PredictCase, output: Path, options: PredictO
         logger.info("case %s: %s (%s)", case.name, result.mask,
                     ", ".join(f"{k} {v:.1f} s" for k, v in result.seconds.items()))
     return result
+
+
+def _cleanups(model: PredictModel, options: PredictOptions) -> PostprocessConfig:
+    """The clean-ups to apply: the options' own, else the run's planned ones."""
+    if options.postprocess is not None:
+        return options.postprocess
+    return PostprocessConfig.planned(model.cfg.inference, model.num_classes)
+
+
+def _class_names(model: PredictModel) -> list[str]:
+    return [model.class_name(c) for c in range(model.num_classes)]
 
 
 def _network(model: PredictModel, prepared, options: PredictOptions):
@@ -217,7 +233,7 @@ def _located_body(model: PredictModel, prepared, options: PredictOptions):
 
 def _write(model, case, prepared, labels: np.ndarray, probs, files: outputs.CaseOutputs,
            options: PredictOptions) -> dict[str, float]:
-    names = [model.class_name(c) for c in range(model.num_classes)]
+    names = _class_names(model)
     outputs.write_mask(labels, prepared.grid, files.mask)
     if probs is not None:
         outputs.write_probabilities(probs, prepared.original_affine, names, files.probability_file)
@@ -228,6 +244,7 @@ def _write(model, case, prepared, labels: np.ndarray, probs, files: outputs.Case
         "case": case.name, "source": str(case.path), "series_uid": case.series_uid,
         "model": model.source, "mask": files.mask.name, "shape": list(prepared.grid.size),
         "spacing": list(prepared.grid.spacing), "volumes_ml": volumes,
+        "postprocess": _cleanups(model, options).describe(names),
         "extra_files": [p.name for p in files.extra],
     }, files.record)
     return volumes

@@ -19,11 +19,13 @@ CPU_TIMER, GPU_TIMER = flops_step_timer(60.0), flops_step_timer(30_000.0)
 LABELS = {0: "background", 1: "liver", 2: "tumour"}
 
 
-def _class(diameter_mm, box_mm, fraction, present=20, cases=20):
+def _class(diameter_mm, box_mm, fraction, present=20, cases=20, largest_share=1.0):
     return {"cases_present": present, "cases": cases, "median_voxel_fraction": fraction,
             "median_volume_ml": math.pi / 6 * diameter_mm**3 / 1000, "median_box_mm": box_mm,
             "median_objects_per_case": 1.0, "median_object_diameter_mm": diameter_mm,
-            "object_diameter_mm_p05": 0.6 * diameter_mm, "max_object_diameter_mm": 1.5 * diameter_mm}
+            "object_diameter_mm_p05": 0.6 * diameter_mm, "max_object_diameter_mm": 1.5 * diameter_mm,
+            "min_object_volume_ml": math.pi / 6 * (0.5 * diameter_mm) ** 3 / 1000,
+            "min_largest_object_share": largest_share}
 
 
 def _fingerprint(classes, spacing=(0.8, 0.8, 2.5), shape=(512, 512, 100), modality="CT", channels=1, box=None):
@@ -211,3 +213,29 @@ def test_the_schedule_uses_the_loader_fed_step_when_one_is_measured():
     assert fed.schedule.steps < plain.schedule.steps
     assert any("fed by the data loader" in note for note in fed.notes)
     assert any("for data loading sharing the machine" in note for note in plain.notes)
+
+
+def test_clean_ups_follow_the_labels_objects(tmp_path):
+    organ_and_lesions = {"1": _class(150.0, [170.0, 140.0, 150.0], 0.05),
+                         "2": _class(20.0, [20.0] * 3, 0.001, largest_share=0.4)}
+    plan = _plan(organ_and_lesions)
+    assert plan.config.inference.largest_component == [1]  # the liver is one object in every label
+    smallest_ml = math.pi / 6 * 10.0**3 / 1000  # a 10 mm lesion: 0.52 mL
+    assert plan.config.inference.min_component_ml == [0.0, 0.0, pytest.approx(0.1 * smallest_ml, rel=0.01)]
+    assert "largest object holds 100.0%" in plan.why("inference.largest_component")
+    assert "tumour: components under 0.052 mL removed" in plan.why("inference.largest_component")
+    # an organ in two pieces in some label (two kidneys under one class) is not cut to one
+    two_pieces = {"1": _class(120.0, [170.0, 140.0, 150.0], 0.05, largest_share=0.55),
+                  "2": _class(20.0, [20.0] * 3, 0.001, largest_share=0.4)}
+    plan = _plan(two_pieces)
+    assert plan.config.inference.largest_component == []
+    assert plan.config.inference.min_component_ml[1] == pytest.approx(0.1 * math.pi / 6 * 60.0**3 / 1000, rel=0.05)  # two digits
+    assert load_config(write_plan(plan, tmp_path / "plan.yaml")).inference == plan.config.inference
+
+
+def test_fingerprint_without_object_shares_plans_no_clean_ups():
+    classes = _liver_and_tumour()
+    for stats in classes.values():
+        del stats["min_largest_object_share"], stats["min_object_volume_ml"]
+    plan = _plan(classes)
+    assert plan.config.inference.largest_component == [] and plan.config.inference.min_component_ml == []
