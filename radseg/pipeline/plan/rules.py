@@ -178,8 +178,9 @@ def postprocess_decisions(classes: dict[str, dict], names: dict[int, str], num_c
         name = names.get(value, key)
         if share >= ONE_OBJECT_SHARE:
             largest.append(value)
-            reasons.append(f"{name}: largest component only, as its largest object holds {100 * share:.1f}% or more "
-                           f"of it in each of the {stats['cases_present']} labels that have it")
+            whole = "is one object" if share > 0.9995 else f"has one object holding at least {100 * share:.1f}% of it"
+            reasons.append(f"{name}: largest component only, as it {whole} in each of the "
+                           f"{stats['cases_present']} labels that have it")
         else:
             sizes[value] = float(f"{MIN_COMPONENT_SHARE * smallest:.2g}")
             reasons.append(f"{name}: components under {sizes[value]:g} mL removed, a tenth of its smallest object "
