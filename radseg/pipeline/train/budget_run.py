@@ -5,7 +5,8 @@ quarter of the training time has passed, the epoch count is corrected to the pac
 run itself (:mod:`radseg.pipeline.train.pacing`), and each correction is written to the run's
 ``config.yaml`` before the next epoch, so ``--resume`` still continues it exactly. The plan, with
 one reason per setting, is kept beside the run as ``plan.yaml`` (the planned count; train.log says
-what pacing changed).
+what pacing changed). Under ``torchrun`` rank 0 plans (the others wait) and every rank trains its plan:
+ranks that calibrated for themselves, side by side on shared cores, could plan different networks.
 """
 
 from __future__ import annotations
@@ -16,6 +17,7 @@ from pathlib import Path
 from typing import Iterable, Union
 
 from radseg.configs.loader import config_to_dict, load_config
+from radseg.pipeline.core import distributed as ddp
 from radseg.pipeline.plan.budget import format_seconds, parse_budget
 from radseg.pipeline.plan.make_plan import plan_dataset, write_plan
 from radseg.pipeline.train.fit import FitResult, fit
@@ -51,7 +53,20 @@ def train_with_budget(data: str | Path, output: str | Path, budget: str | float,
     """
     start = time.perf_counter()
     seconds = parse_budget(budget)
-    plan = plan_dataset(data, seconds / 60, device, fold_all=fold == "all", count_planning=True, progress=progress)
+    info = ddp.init_distributed(device)
+    try:
+        return _plan_and_fit(data, output, seconds, start, info, device=device, fold=fold, overwrite=overwrite,
+                             overrides=overrides, progress=progress, pace=pace)
+    finally:
+        ddp.cleanup_distributed(info)
+
+
+def _plan_and_fit(data, output, seconds: float, start: float, info: ddp.DistInfo, *, device, fold, overwrite,
+                  overrides, progress, pace) -> FitResult:
+    plan = ddp.run_on_main(lambda: plan_dataset(data, seconds / 60, device, fold_all=fold == "all",
+                                                count_planning=True, progress=progress), info)
+    if info.distributed:
+        logger.info("rank %d of %d trains rank 0's plan", info.rank, info.world_size)
     cfg = load_config(config_to_dict(plan.config), list(overrides))
     if fold is not None:
         cfg.data.fold = fold
@@ -66,7 +81,7 @@ def train_with_budget(data: str | Path, output: str | Path, budget: str | float,
     try:
         result = fit(cfg, data=data, output=output, fold=fold, overwrite=overwrite, progress=progress, pacer=pacer)
     finally:
-        if Path(output, "config.yaml").is_file():
+        if info.is_main and Path(output, "config.yaml").is_file():
             write_plan(plan, Path(output) / PLAN_FILE, overwrite=True, source=str(data))
     wall = time.perf_counter() - start
     logger.info("budget %s, wall clock %s (%+.1f%%)", format_seconds(seconds), format_seconds(wall),

@@ -2,8 +2,13 @@
 
 from __future__ import annotations
 
+import os
 import random
+import shutil
+import subprocess
+import sys
 import time
+from pathlib import Path
 
 import pytest
 import yaml
@@ -109,3 +114,24 @@ def test_fit_with_a_pacer_rewrites_the_config_and_resumes_as_an_ordinary_run(pha
     assert saved["epoch"] == 3  # written before the change (max_epochs is a setting a resume may change)
     again = fit(None, phantom_dataset, run, resume=True, progress=False)  # the run's own config.yaml
     assert again.epochs == 3  # finished as written: nothing more to train
+
+
+@pytest.mark.slow
+def test_torchrun_budget_run_trains_rank_0s_plan_and_follows_its_pacing(phantom_dataset, tmp_path):
+    run = tmp_path / "run"
+    tiny = [s.replace("network.params.widths", "network.params.channels") for s in TINY_TRAIN
+            if not s.startswith("train.iterations_per_epoch")]  # the plan's own schedule, so pacing stays on
+    worker = Path(__file__).with_name("budget_ddp_worker.py")
+    binary = shutil.which("torchrun", path=str(Path(sys.executable).parent))
+    command = ([binary] if binary else [sys.executable, "-m", "torch.distributed.run"]) + [
+        "--standalone", "--nproc-per-node", "2", str(worker), str(phantom_dataset), str(run), *tiny]
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    done = subprocess.run(command, env=env, capture_output=True, text=True, timeout=600, cwd=tmp_path)
+    assert done.returncode == 0, done.stderr[-4000:]
+    # rank 1's ten times slower calibration never planned anything: both ranks trained rank 0's plan
+    assert done.stderr.count("radseg.pipeline.plan.make_plan: plan for") == 1, done.stderr[-4000:]
+    assert "rank 1 of 2 trains rank 0's plan" in done.stderr
+    assert sorted(line for line in done.stdout.splitlines() if "trained" in line) == [
+        "rank 0 trained 3 epochs", "rank 1 trained 3 epochs"]
+    assert yaml.safe_load((run / "config.yaml").read_text())["train"]["max_epochs"] == 3
+    assert (run / "plan.yaml").is_file()
