@@ -244,9 +244,12 @@ def _add_predict_parser(sub) -> None:
     p.add_argument("--tta", action="store_true", help="average over mirrored copies (8x slower)")
     p.add_argument("--probabilities", action="store_true", help="also write float16 probabilities (.npz)")
     p.add_argument("--largest-component", action="store_true",
-                   help="keep the largest component of every class (any clean-up flag replaces the run's own)")
-    p.add_argument("--fill-holes", action="store_true", help="fill cavities enclosed by a class")
-    p.add_argument("--min-component-ml", type=float, default=0.0, help="drop components under this many mL")
+                   help="keep the largest component of every class (this, --fill-holes or --min-component-ml "
+                        "replaces the run's own clean-ups)")
+    p.add_argument("--fill-holes", action="store_true", help="fill cavities enclosed by a class (replaces the "
+                   "run's own clean-ups)")
+    p.add_argument("--min-component-ml", type=float, default=0.0, help="drop components of any class under this "
+                   "many mL (a value > 0 replaces the run's own clean-ups)")
     p.add_argument("--no-postprocess", action="store_true",
                    help="no clean-ups, not even the run's own (by default predict applies the clean-ups "
                         "its config names, which radseg plan chooses from the training labels)")

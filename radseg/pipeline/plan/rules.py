@@ -25,8 +25,8 @@ MAX_LEVELS, MIN_LEVELS = 6, 3
 SMALL_FRACTION, RARE_SHARE = 0.01, 0.6
 #: patches per optimiser step (nnU-Net's batch of 2)
 PATCHES_PER_STEP = 2
-#: a class whose largest object holds at least this share of its voxels in every training label is one
-#: object (an organ): its predictions keep their largest component
+#: a class in every training label, not small, whose largest object holds at least this share of it in
+#: each, is an organ: its predictions keep their largest component
 ONE_OBJECT_SHARE = 0.99
 #: other classes lose predicted components under this share of their smallest object in the training labels
 MIN_COMPONENT_SHARE = 0.1
@@ -166,26 +166,30 @@ def augment_decisions(modality: str, passes: float) -> list[Decision]:
 def postprocess_decisions(classes: dict[str, dict], names: dict[int, str], num_classes: int) -> list[Decision]:
     """Clean-ups for predictions, from the training labels' objects (nnU-Net picks its own by cross-validation).
 
-    A class that is one object in every label keeps its largest predicted component; the others lose
-    components under :data:`MIN_COMPONENT_SHARE` of their smallest labelled object, so specks go and
-    no object the size of a real one does.
+    An organ (a class in every label, not small, and one object in each) keeps its largest predicted
+    component; every other class loses components under :data:`MIN_COMPONENT_SHARE` of its smallest
+    labelled object, so specks go and no object the size of a real one does. A lesion class with one
+    lesion per label is not an organ: a scan may hold several.
     """
-    largest, sizes, reasons = [], [0.0] * num_classes, []
+    largest, sizes, organ_reasons, size_reasons = [], [0.0] * num_classes, [], []
     for key, stats in sorted(classes.items(), key=lambda item: int(item[0])):
         value, share, smallest = int(key), stats.get("min_largest_object_share"), stats.get("min_object_volume_ml")
         if share is None or smallest is None or not 0 < value < num_classes:
             continue
         name = names.get(value, key)
-        if share >= ONE_OBJECT_SHARE:
+        organ = (share >= ONE_OBJECT_SHARE and stats["cases_present"] == stats["cases"]
+                 and stats["median_voxel_fraction"] >= SMALL_FRACTION)
+        if organ:
             largest.append(value)
             whole = "is one object" if share > 0.9995 else f"has one object holding at least {100 * share:.1f}% of it"
-            reasons.append(f"{name}: largest component only, as it {whole} in each of the "
-                           f"{stats['cases_present']} labels that have it")
+            organ_reasons.append(f"{name} {whole} in each of the {stats['cases']} labels")
         else:
             sizes[value] = float(f"{MIN_COMPONENT_SHARE * smallest:.2g}")
-            reasons.append(f"{name}: components under {sizes[value]:g} mL removed, a tenth of its smallest object "
-                           f"in the training labels ({smallest:.2g} mL)")
-    why = "; ".join(reasons) or "no class has object statistics"
-    return [Decision("inference.largest_component", largest, why),
-            Decision("inference.min_component_ml", sizes if any(sizes) else [], "one per class, background first: "
-                     "predicted components under this many mL take the label around them")]
+            size_reasons.append(f"{name}: under {sizes[value]:g} mL, a tenth of its smallest object in the training "
+                                f"labels ({smallest:.2g} mL)")
+    largest_why = ("largest predicted component only, for the organs: " + "; ".join(organ_reasons) if organ_reasons
+                   else "no class is one sizeable object in every label, so none is cut to its largest component")
+    sizes_why = ("predicted components removed (their voxels take the label around them), one value per class, "
+                 "background first: " + "; ".join(size_reasons) if size_reasons else "no components removed by size")
+    return [Decision("inference.largest_component", largest, largest_why),
+            Decision("inference.min_component_ml", sizes if any(sizes) else [], sizes_why)]

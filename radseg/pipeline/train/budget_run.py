@@ -14,7 +14,7 @@ from __future__ import annotations
 import logging
 import time
 from pathlib import Path
-from typing import Iterable, Union
+from typing import Sequence, Union
 
 from radseg.configs.loader import config_to_dict, load_config
 from radseg.pipeline.core import distributed as ddp
@@ -29,7 +29,7 @@ PLAN_FILE = "plan.yaml"
 
 
 def train_with_budget(data: str | Path, output: str | Path, budget: str | float, *, device: str = "auto",
-                      fold: Union[int, str, None] = None, overwrite: bool = False, overrides: Iterable[str] = (),
+                      fold: Union[int, str, None] = None, overwrite: bool = False, overrides: Sequence[str] = (),
                       progress: bool = True, pace: bool = True) -> FitResult:
     """Plan a run of ``data`` that ends within ``budget`` on this machine, then train it.
 
@@ -53,7 +53,10 @@ def train_with_budget(data: str | Path, output: str | Path, budget: str | float,
     """
     start = time.perf_counter()
     seconds = parse_budget(budget)
-    info = ddp.init_distributed(device)
+    # the process group's backend follows the device the run will train on (--set train.device wins)
+    trains_on = next((item.split("=", 1)[1].strip() for item in overrides
+                      if item.split("=", 1)[0].strip() == "train.device"), device)
+    info = ddp.init_distributed(trains_on)
     try:
         return _plan_and_fit(data, output, seconds, start, info, device=device, fold=fold, overwrite=overwrite,
                              overrides=overrides, progress=progress, pace=pace)

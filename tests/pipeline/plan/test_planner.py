@@ -222,15 +222,21 @@ def test_clean_ups_follow_the_labels_objects(tmp_path):
     assert plan.config.inference.largest_component == [1]  # the liver is one object in every label
     smallest_ml = math.pi / 6 * 10.0**3 / 1000  # a 10 mm lesion: 0.52 mL
     assert plan.config.inference.min_component_ml == [0.0, 0.0, pytest.approx(0.1 * smallest_ml, rel=0.01)]
-    assert "liver: largest component only, as it is one object in each of the 20 labels" in plan.why(
-        "inference.largest_component")
-    assert "tumour: components under 0.052 mL removed" in plan.why("inference.largest_component")
+    assert "for the organs: liver is one object in each of the 20 labels" in plan.why("inference.largest_component")
+    assert "tumour: under 0.052 mL, a tenth of its smallest object" in plan.why("inference.min_component_ml")
+    # one lesion in every label that has one is still a lesion class: a scan may hold several
+    single_lesions = {"1": _class(150.0, [170.0, 140.0, 150.0], 0.05),
+                      "2": _class(20.0, [20.0] * 3, 0.001, present=12, largest_share=1.0)}
+    assert _plan(single_lesions).config.inference.largest_component == [1]
+    small_organ = {"1": _class(150.0, [170.0, 140.0, 150.0], 0.05), "2": _class(20.0, [20.0] * 3, 0.001)}
+    assert _plan(small_organ).config.inference.largest_component == [1]  # in every label, but under 1% of a scan
     # an organ in two pieces in some label (two kidneys under one class) is not cut to one
     two_pieces = {"1": _class(120.0, [170.0, 140.0, 150.0], 0.05, largest_share=0.55),
                   "2": _class(20.0, [20.0] * 3, 0.001, largest_share=0.4)}
     plan = _plan(two_pieces)
     assert plan.config.inference.largest_component == []
-    assert plan.config.inference.min_component_ml[1] == pytest.approx(0.1 * math.pi / 6 * 60.0**3 / 1000, rel=0.05)  # two digits
+    two_digits = pytest.approx(0.1 * math.pi / 6 * 60.0**3 / 1000, rel=0.05)
+    assert plan.config.inference.min_component_ml[1] == two_digits
     assert load_config(write_plan(plan, tmp_path / "plan.yaml")).inference == plan.config.inference
 
 
