@@ -205,11 +205,12 @@ def _postprocess_choice(args: argparse.Namespace):
     from radseg.errors import ConfigError
     from radseg.pipeline.predict.postprocess import PostprocessConfig
 
+    flagged = args.largest_component or args.fill_holes or args.min_component_ml
     if args.no_postprocess:
-        if args.largest_component or args.fill_holes or args.min_component_ml:
+        if flagged:
             raise ConfigError("--no-postprocess turns every clean-up off; drop it or the clean-up flags")
         return PostprocessConfig()
-    if args.largest_component or args.fill_holes or args.min_component_ml:
+    if flagged:
         return PostprocessConfig(largest_component=args.largest_component, fill_holes=args.fill_holes,
                                  min_component_ml=args.min_component_ml)
     return None

@@ -121,6 +121,7 @@ def predict_case(model: PredictModel, case: PredictCase, output: str | Path,
     files = outputs.CaseOutputs(Path(output), case.name, options.probabilities)
     if files.done() and not options.overwrite:
         return CaseResult(case.name, "skipped", files.mask)
+    options = dataclasses.replace(options, postprocess=_cleanups(model, options))
     clock = StageClock()
     prepared = prepare_case(case, model, check_modality=options.check_modality, clock=clock)
     clock.lap("preprocess")
@@ -130,7 +131,7 @@ def predict_case(model: PredictModel, case: PredictCase, output: str | Path,
                                    prepared.grid.size, probabilities=options.probabilities, slab=options.slab)
     del logits
     clock.lap("to_grid")
-    postprocess(labels, model.num_classes, prepared.grid.voxel_ml, _cleanups(model, options))
+    postprocess(labels, model.num_classes, prepared.grid.voxel_ml, options.postprocess)
     clock.lap("postprocess")
     volumes = _write(model, case, prepared, labels, probs, files, options)
     clock.lap("write")
@@ -244,7 +245,7 @@ def _write(model, case, prepared, labels: np.ndarray, probs, files: outputs.Case
         "case": case.name, "source": str(case.path), "series_uid": case.series_uid,
         "model": model.source, "mask": files.mask.name, "shape": list(prepared.grid.size),
         "spacing": list(prepared.grid.spacing), "volumes_ml": volumes,
-        "postprocess": _cleanups(model, options).describe(names),
+        "postprocess": options.postprocess.describe(names),
         "extra_files": [p.name for p in files.extra],
     }, files.record)
     return volumes

@@ -54,9 +54,7 @@ def train_with_budget(data: str | Path, output: str | Path, budget: str | float,
     start = time.perf_counter()
     seconds = parse_budget(budget)
     # the process group's backend follows the device the run will train on (--set train.device wins)
-    trains_on = next((item.split("=", 1)[1].strip() for item in overrides
-                      if item.split("=", 1)[0].strip() == "train.device"), device)
-    info = ddp.init_distributed(trains_on)
+    info = ddp.init_distributed(_set_keys(overrides).get("train.device", device))
     try:
         return _plan_and_fit(data, output, seconds, start, info, device=device, fold=fold, overwrite=overwrite,
                              overrides=overrides, progress=progress, pace=pace)
@@ -75,8 +73,7 @@ def _plan_and_fit(data, output, seconds: float, start: float, info: ddp.DistInfo
         cfg.data.fold = fold
     logger.info("%s", plan.summary())
     schedule = plan.schedule
-    if pace and any(item.split("=", 1)[0].strip() in ("train.max_epochs", "train.iterations_per_epoch")
-                    for item in overrides):
+    if pace and {"train.max_epochs", "train.iterations_per_epoch"} & set(_set_keys(overrides)):
         logger.info("the schedule is set with --set: budget pacing is off")
         pace = False
     pacer = BudgetPacer(deadline=start + seconds, val_pass_s=schedule.val_seconds / max(schedule.validations, 1),
@@ -90,3 +87,8 @@ def _plan_and_fit(data, output, seconds: float, start: float, info: ddp.DistInfo
     logger.info("budget %s, wall clock %s (%+.1f%%)", format_seconds(seconds), format_seconds(wall),
                 100 * (wall - seconds) / seconds)
     return result
+
+
+def _set_keys(overrides: Sequence[str]) -> dict[str, str]:
+    """``--set`` items as ``{dotted key: raw value}`` (load_config refuses malformed ones, with the fix)."""
+    return {key.strip(): value.strip() for key, _, value in (item.partition("=") for item in overrides)}
