@@ -20,6 +20,9 @@ _UNITS = {"s": 1.0, "m": 60.0, "h": 3600.0}
 MIN_STEPS = 50
 #: share of the budget validation passes may take (one pass at the end always happens)
 VAL_SHARE = 0.08
+#: the share with ``--fold all``: its validation cases are also training cases, so their Dice shows progress
+#: but cannot choose a better checkpoint; a quarter of the share leaves about a pass midway and the last
+VAL_SHARE_FOLD_ALL = 0.02
 #: seconds per epoch end beyond the steps: last.pt, the metrics log (workers persist); measured 0.15-0.3 s
 #: on 2 CPU cores with a 4-level MONAI UNet
 EPOCH_OVERHEAD_S = {"cpu": 0.5, "cuda": 1.5}
@@ -90,7 +93,8 @@ class Schedule:
         return self.train_seconds + self.val_seconds + self.overhead_seconds
 
 
-def fit_schedule(budget_s: float, fixed_s: float, step_s: float, val_pass_s: float, device: str) -> Schedule:
+def fit_schedule(budget_s: float, fixed_s: float, step_s: float, val_pass_s: float, device: str, *,
+                 fold_all: bool = False) -> Schedule:
     """The longest schedule whose steps, epoch ends and validations end inside the budget.
 
     Args:
@@ -99,6 +103,8 @@ def fit_schedule(budget_s: float, fixed_s: float, step_s: float, val_pass_s: flo
         step_s: seconds per optimiser step (measured, data loading included).
         val_pass_s: seconds per validation pass over the validation cases.
         device: "cpu" or "cuda" (epoch-end overhead).
+        fold_all: the run trains on every case, so validation gets :data:`VAL_SHARE_FOLD_ALL` of the
+            budget instead of :data:`VAL_SHARE` (always at least one pass, at the end).
 
     Raises:
         ConfigError: the budget cannot hold :data:`MIN_STEPS` steps and one validation pass; the
@@ -113,9 +119,12 @@ def fit_schedule(budget_s: float, fixed_s: float, step_s: float, val_pass_s: flo
             f"data takes about {format_seconds(fixed)}, one validation pass {format_seconds(val_pass_s)} and "
             f"{MIN_STEPS} training steps {format_seconds(MIN_STEPS * step_s)}; the minimum is about "
             f"{format_seconds(minimum)}; pass a larger --budget (e.g. --budget {math.ceil(minimum / 60) + 1}m)")
-    validations = max(1, int(VAL_SHARE * budget_s // max(val_pass_s, 1e-6)))
+    share = VAL_SHARE_FOLD_ALL if fold_all else VAL_SHARE
+    validations = max(1, int(share * budget_s // max(val_pass_s, 1e-6)))
     rough_steps = (budget_s - fixed - validations * val_pass_s) / step_s
-    most = int(max(1, min(40, rough_steps // 25, validations * 10)))
+    # at most 40 epochs of at least 25 steps; on held-out cases at least every 10th epoch validates, so
+    # best.pt is chosen among several; a --fold all run keeps its epochs short all the same (pacing's unit)
+    most = int(max(1, min(40, rough_steps // 25, 40 if fold_all else validations * 10)))
     # what is left after data, validations and epoch ends is cut into equal epochs of whole steps; of the
     # epoch counts near the largest, the one that wastes the fewest steps to rounding
     candidates = [_cut(epochs, validations, budget_s - fixed, step_s, val_pass_s, epoch_s)

@@ -19,7 +19,8 @@ from radseg.configs.loader import load_config
 from radseg.configs.schema import RadsegConfig
 from radseg.errors import ConfigError, DataError
 from radseg.pipeline.plan import rules
-from radseg.pipeline.plan.budget import Schedule, fit_schedule, format_seconds, sliding_windows
+from radseg.pipeline.plan.budget import (VAL_SHARE, VAL_SHARE_FOLD_ALL, Schedule, fit_schedule, format_seconds,
+                                         sliding_windows)
 from radseg.pipeline.plan.machine import Machine, StepTimer, planned_network, training_memory_gb, unet_gflops
 from radseg.pipeline.plan.rules import Decision, fmt
 from radseg.transforms.fingerprint import Fingerprint
@@ -81,6 +82,8 @@ class Plan:
     machine: Machine
     budget_seconds: float
     notes: list[str] = field(default_factory=list)
+    #: the dataset's fingerprint the plan was made from (``train --budget`` hands it to the run)
+    fingerprint: Fingerprint | None = None
 
     def why(self, key: str) -> str:
         """The reason given for a dotted config key ('' when it was not a decision)."""
@@ -121,8 +124,10 @@ def plan_from_fingerprint(fingerprint: Fingerprint, facts: DatasetFacts, machine
     folds = min(5, facts.num_cases)
     val_cases = math.ceil(facts.num_cases / folds)
     train_cases = facts.num_cases if fold_all else facts.num_cases - val_cases
-    fixed = elapsed_seconds + facts.num_cases * (2 * facts.read_seconds + facts.prep_seconds)
-    search = _Search(fingerprint, facts, machine, timer, budget_seconds, fixed, train_cases, val_cases, data_timer)
+    # check-data reads every case and caching preprocesses it (the run takes the plan's fingerprint)
+    fixed = elapsed_seconds + facts.num_cases * (facts.read_seconds + facts.prep_seconds)
+    search = _Search(fingerprint, facts, machine, timer, budget_seconds, fixed, train_cases, val_cases, data_timer,
+                     fold_all)
     decisions = [Decision("data.modality", facts.modality, "declared by the dataset"),
                  Decision("data.num_folds", folds, f"{facts.num_cases} labelled cases: "
                           + ("5 folds as nnU-Net" if folds == 5 else "one validation case per fold"))]
@@ -136,8 +141,9 @@ def plan_from_fingerprint(fingerprint: Fingerprint, facts: DatasetFacts, machine
     decisions += _runtime_decisions(machine, search, facts)
     config = _to_config(decisions)
     notes = search.notes + ([f"--fold all: trains on all {facts.num_cases} cases; validation scores fold 0's "
-                             f"{val_cases} cases, which are in training, so it is optimistic"] if fold_all else [])
-    return Plan(config, decisions, schedule, machine, budget_seconds, notes)
+                             f"{val_cases} cases, which are in training, so it is optimistic; it gets "
+                             f"{100 * VAL_SHARE_FOLD_ALL:.0f}% of the budget, not {100 * VAL_SHARE:.0f}%"] if fold_all else [])
+    return Plan(config, decisions, schedule, machine, budget_seconds, notes, fingerprint)
 
 
 def _check_dataset(fingerprint: Fingerprint, facts: DatasetFacts) -> None:
@@ -157,9 +163,10 @@ def _check_dataset(fingerprint: Fingerprint, facts: DatasetFacts) -> None:
 class _Search:
     """The measured search over spacing, patch and widths (remembers what it chose)."""
 
-    def __init__(self, fingerprint, facts, machine, timer, budget, fixed, train_cases, val_cases, data_timer=None):
+    def __init__(self, fingerprint, facts, machine, timer, budget, fixed, train_cases, val_cases, data_timer=None,
+                 fold_all=False):
         self.fp, self.facts, self.machine, self.timer = fingerprint, facts, machine, timer
-        self.data_timer = data_timer
+        self.data_timer, self.fold_all = data_timer, fold_all
         self.budget, self.fixed, self.train_cases, self.val_cases = budget, fixed, train_cases, val_cases
         self.device = machine.device
         self.network = NETWORK[machine.device]
@@ -301,7 +308,7 @@ class _Search:
         shape = [e / s for e, s in zip(self.facts.cropped_extent_mm, self.spacing_value)]
         windows = sliding_windows(shape, self.patch, overlap)
         val_pass = self.val_cases * (windows * step / PATCHES_PER_STEP * VAL_FACTOR + 0.5)
-        return fit_schedule(self.budget, self.fixed, step, val_pass, self.device)
+        return fit_schedule(self.budget, self.fixed, step, val_pass, self.device, fold_all=self.fold_all)
 
 
 def planned_workers(cores: int) -> int:

@@ -79,7 +79,8 @@ def _plan_and_fit(data, output, seconds: float, start: float, info: ddp.DistInfo
     pacer = BudgetPacer(deadline=start + seconds, val_pass_s=schedule.val_seconds / max(schedule.validations, 1),
                         planned_epochs=cfg.train.max_epochs) if pace else None
     try:
-        result = fit(cfg, data=data, output=output, fold=fold, overwrite=overwrite, progress=progress, pacer=pacer)
+        result = fit(cfg, data=data, output=output, fold=fold, overwrite=overwrite, progress=progress, pacer=pacer,
+                     fingerprint=plan.fingerprint)
     finally:
         if info.is_main and Path(output, "config.yaml").is_file():
             write_plan(plan, Path(output) / PLAN_FILE, overwrite=True, source=str(data))

@@ -37,6 +37,7 @@ from radseg.pipeline.train.run_setup import RunData, prepare_data, prepare_run_f
 from radseg.pipeline.train.schedule import build_optimizer
 from radseg.pipeline.evaluate.validate import validate
 from radseg.pipeline.train.loop import cycle_batches, run_epochs, train_one_epoch
+from radseg.transforms.fingerprint import Fingerprint
 
 logger = logging.getLogger(__name__)
 
@@ -83,6 +84,7 @@ def fit(
     *,
     progress: bool = True,
     pacer: BudgetPacer | None = None,
+    fingerprint: Fingerprint | None = None,
 ) -> FitResult:
     """Train a network on a dataset into a run folder.
 
@@ -97,6 +99,8 @@ def fit(
         progress: show progress bars.
         pacer: keeps a ``train --budget`` run on its wall clock by changing ``train.max_epochs``
             (written to the run's config.yaml) at epoch ends; None trains the config's epochs.
+        fingerprint: the dataset's fingerprint when the caller has measured it already (``train
+            --budget``'s plan); a new run uses it if it covers the same cases, instead of measuring again.
 
     Returns:
         The :class:`FitResult`.
@@ -112,7 +116,8 @@ def fit(
     deterministic_before = torch.are_deterministic_algorithms_enabled()
     try:
         cfg, saved = prepare_run_folder(cfg, Path(output), fold, resume, overwrite, info, data)
-        run_data = prepare_data(cfg, Path(data), Path(output), info, fresh=saved is None, progress=progress)
+        run_data = prepare_data(cfg, Path(data), Path(output), info, fresh=saved is None, progress=progress,
+                                known_fingerprint=fingerprint)
         return _train(cfg, run_data, Path(output), saved, info, start, progress, pacer)
     finally:
         torch.use_deterministic_algorithms(deterministic_before)  # callers' own setting, not ours

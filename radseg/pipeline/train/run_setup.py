@@ -15,6 +15,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable
 
+from radseg import keys
 from radseg.configs.loader import config_to_dict, load_config, validate_config
 from radseg.configs.schema import RadsegConfig
 from radseg.errors import ConfigError, DataError
@@ -243,7 +244,7 @@ def _check_class_sampling(cfg: RadsegConfig, background_only: list[str], data: s
 
 
 def prepare_data(cfg: RadsegConfig, data: Path, run_dir: Path, info: ddp.DistInfo, *, fresh: bool,
-                 progress: bool = True) -> RunData:
+                 progress: bool = True, known_fingerprint=None) -> RunData:
     """Folds, fingerprint, transforms and this rank's (cached) datasets.
 
     Args:
@@ -253,6 +254,9 @@ def prepare_data(cfg: RadsegConfig, data: Path, run_dir: Path, info: ddp.DistInf
         info: this process's place in the job.
         fresh: a new run (the fingerprint is recomputed rather than read from the run folder).
         progress: show progress bars.
+        known_fingerprint: a fingerprint of this dataset already computed (by ``radseg plan`` in a
+            ``train --budget`` run); a new run takes it instead of reading every case again when it
+            covers the same cases with the same modality.
     """
     from radseg.pipeline.data.datalist import discover_dataset, to_datalist
     from radseg.transforms.fingerprint import resolve_preprocess
@@ -262,12 +266,21 @@ def prepare_data(cfg: RadsegConfig, data: Path, run_dir: Path, info: ddp.DistInf
     train_cases, val_cases = _fold_cases(cfg, spec, run_dir, info)
     # the fingerprint covers every labelled case, as nnU-Net's does: the preprocessing (and so the
     # cache entries) is the same for every fold and for `radseg cache`
-    fingerprint = run_fingerprint(to_datalist(spec.training), modality, run_dir, info, fresh, progress)
+    fingerprint = run_fingerprint(to_datalist(spec.training), modality, run_dir, info, fresh, progress,
+                                  known=known_fingerprint)
     resolved = resolve_preprocess(cfg.preprocess, fingerprint, modality)
     train_ds, val_ds, weights = _datasets(cfg, resolved, spec.num_classes, to_datalist(train_cases),
                                           to_datalist(val_cases), info, progress)
     return RunData(train_ds, val_ds, spec.num_classes, len(spec.channel_names), dict(spec.labels),
                    fingerprint.to_dict(), resolved.to_dict(), weights)
+
+
+def _covers(fingerprint, datalist: list[dict], modality: str) -> bool:
+    """Whether ``fingerprint`` was measured on the cases of ``datalist`` (in order) with ``modality``."""
+    if fingerprint is None or fingerprint.modality.upper() != str(modality).upper():
+        return False
+    ids = [str(case.get(keys.CASE_ID, index)) for index, case in enumerate(datalist)]
+    return list(fingerprint.case_ids) == ids
 
 
 def _fold_cases(cfg: RadsegConfig, spec, run_dir: Path, info: ddp.DistInfo) -> tuple[list, list]:
@@ -287,14 +300,23 @@ def _fold_cases(cfg: RadsegConfig, spec, run_dir: Path, info: ddp.DistInfo) -> t
 
 
 def run_fingerprint(datalist: list[dict], modality: str, run_dir: Path, info: ddp.DistInfo, fresh: bool,
-                 progress: bool):
-    """The run folder's fingerprint: computed once by the main rank (again when ``fresh``), read by all."""
+                    progress: bool, known=None):
+    """The run folder's fingerprint: computed once by the main rank (again when ``fresh``), read by all.
+
+    ``known`` (a :class:`~radseg.transforms.fingerprint.Fingerprint`) is written instead of a new one
+    when it was measured on exactly these cases with this modality.
+    """
     from radseg.transforms.fingerprint import compute_fingerprint, load_fingerprint, save_fingerprint
 
     path = run_dir / FINGERPRINT_FILE
 
     def _compute() -> None:
-        if fresh or not path.is_file():
+        if not fresh and path.is_file():
+            return
+        if _covers(known, datalist, modality):
+            logger.info("fingerprint: the plan's, measured on the same %d cases", len(datalist))
+            save_fingerprint(known, path)
+        else:
             save_fingerprint(compute_fingerprint(datalist, modality, progress=progress), path)
 
     ddp.run_on_main(_compute, info)

@@ -30,6 +30,15 @@ def test_schedule_ends_inside_the_budget_and_near_it(budget):
     assert s.validations == s.max_epochs // s.val_interval + (1 if s.max_epochs % s.val_interval else 0)
 
 
+def test_fold_all_schedule_validates_rarely_and_trains_the_time_saved():
+    held_out = fit_schedule(900.0, fixed_s=40.0, step_s=0.8, val_pass_s=8.0, device="cpu")
+    fold_all = fit_schedule(900.0, fixed_s=40.0, step_s=0.8, val_pass_s=8.0, device="cpu", fold_all=True)
+    assert held_out.validations >= 7 and fold_all.validations == 2  # a pass midway and the last
+    assert fold_all.steps - held_out.steps >= (held_out.validations - 2) * 8.0 / 0.8 - fold_all.max_epochs
+    assert fold_all.max_epochs >= 30  # epochs stay short: pacing corrects the run an epoch at a time
+    assert 0.99 * 900 <= fold_all.total_seconds <= 900
+
+
 def test_schedule_refuses_a_budget_without_room_for_one_validation():
     with pytest.raises(ConfigError, match=r"one validation pass 2m 00s .* the minimum is about 3m 38s; pass a larger --budget \(e.g. --budget 5m\)"):
         fit_schedule(150.0, fixed_s=40.0, step_s=1.0, val_pass_s=120.0, device="cpu")

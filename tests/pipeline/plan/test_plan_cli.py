@@ -70,6 +70,9 @@ def test_train_budget_fold_all_trains_on_every_case(phantom_dataset, tmp_path, f
     assert saved["data"]["fold"] == "all"
     assert load_config(run / "plan.yaml").data.fold == 0  # the plan as planned; the run adds --fold and --set
     assert "fold all: training on all 4 cases" in caplog.text
+    # the run takes the plan's fingerprint instead of reading every case again: only the plan's holds
+    # per-class object statistics
+    assert json.loads((run / "fingerprint.json").read_text())["classes"]
 
 
 def _mri_nnunet(root, cases=4, shape=(96, 96, 20), spacing=(0.6, 0.6, 3.6)):
