@@ -1,9 +1,10 @@
 """``fit``: check the data, prepare the run folder, build everything, train, validate, checkpoint.
 
-Exact resume: every epoch starts by reseeding python, numpy, torch and the MONAI transforms from
-``(train.seed, epoch, rank)`` and building a fresh loader, and checkpoints are written at epoch
-ends. A run killed at any moment and resumed from ``last.pt`` therefore draws the same patches and
-ends with the same weights as an uninterrupted run (bit for bit on CPU with
+Exact resume: the training batches come from one seeded stream for the whole run
+(:mod:`radseg.pipeline.data.stream`: batch ``j`` depends only on the seed, the rank and ``j``),
+every epoch reseeds python, numpy and torch from ``(train.seed, epoch, rank)``, and checkpoints are
+written at epoch ends. A run killed at any moment and resumed from ``last.pt`` therefore draws the
+same patches and ends with the same weights as an uninterrupted run (bit for bit on CPU with
 ``train.deterministic``). A finished run is extended by resuming with a larger ``train.max_epochs``.
 """
 
@@ -11,6 +12,7 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import itertools
 import logging
 import math
 import os
@@ -36,7 +38,8 @@ from radseg.pipeline.train.pacing import BudgetPacer
 from radseg.pipeline.train.run_setup import RunData, prepare_data, prepare_run_folder, save_run_config
 from radseg.pipeline.train.schedule import build_optimizer
 from radseg.pipeline.evaluate.validate import validate
-from radseg.pipeline.train.loop import cycle_batches, run_epochs, train_one_epoch
+from radseg.pipeline.data.stream import training_stream
+from radseg.pipeline.train.loop import run_epochs, train_one_epoch
 from radseg.transforms.fingerprint import Fingerprint
 
 logger = logging.getLogger(__name__)
@@ -140,11 +143,17 @@ def _train(cfg, run_data: RunData, run_dir: Path, saved, info, start: float, pro
                     run_dir, state.epoch)
     if pacer is not None:
         pacer.start()
-    run_epochs(state.epoch, cfg.train.max_epochs, run_dir, state.history, info, progress,
-               lambda epoch: _run_epoch(cfg, run_data, model, network, loss_fn, optimizer, scaler, amp, state,
-                                        epoch, info, progress),
-               lambda row, log: _save_epoch(cfg, run_data, run_dir, network, optimizer, scaler, state, row, log),
-               None if pacer is None else lambda row: _paced_epochs(pacer, cfg, state, row, run_dir, info))
+    # one loader (and worker) for the whole run; a resumed run continues the same stream of batches
+    stream = training_stream(run_data.train_dataset, cfg.train.batch_size, cfg.cache.num_workers, cfg.train.seed,
+                             rank=info.rank, start_step=state.iteration, weights=run_data.train_weights)
+    try:
+        run_epochs(state.epoch, cfg.train.max_epochs, run_dir, state.history, info, progress,
+                   lambda epoch: _run_epoch(cfg, run_data, model, network, loss_fn, optimizer, scaler, amp, state,
+                                            epoch, info, progress, stream),
+                   lambda row, log: _save_epoch(cfg, run_data, run_dir, network, optimizer, scaler, state, row, log),
+                   None if pacer is None else lambda row: _paced_epochs(pacer, cfg, state, row, run_dir, info))
+    finally:
+        del stream  # ends the loader's worker
     return FitResult(run_dir, state.epoch, state.best_epoch, max(state.best_dice, 0.0), state.best_per_class,
                      time.perf_counter() - start)
 
@@ -189,7 +198,8 @@ def _channels_last(cfg: RadsegConfig, device: torch.device) -> bool:
 
 
 def _seed_epoch(seed: int, epoch: int, rank: int) -> int:
-    """One 32-bit seed per (run seed, epoch, rank): resumed epochs redraw the same patches."""
+    """Seed python, numpy and torch per (run seed, epoch, rank): a resumed epoch's network randomness
+    (dropout) is the uninterrupted run's; the patches come from the seeded stream."""
     value = int(np.random.SeedSequence([seed, epoch, rank]).generate_state(1)[0])
     random.seed(value)
     np.random.seed(value)
@@ -197,20 +207,16 @@ def _seed_epoch(seed: int, epoch: int, rank: int) -> int:
     return value
 
 
-def _run_epoch(cfg, run_data, model, network, loss_fn, optimizer, scaler, amp, state, epoch, info, progress):
-    from radseg.pipeline.data.cache import build_loader
-
-    epoch_seed = _seed_epoch(cfg.train.seed, epoch, info.rank)
-    loader = build_loader(run_data.train_dataset, cfg.train.batch_size, cfg.cache.num_workers, True, epoch_seed,
-                          weights=run_data.train_weights)
+def _run_epoch(cfg, run_data, model, network, loss_fn, optimizer, scaler, amp, state, epoch, info, progress,
+               stream):
+    _seed_epoch(cfg.train.seed, epoch, info.rank)  # the network's own randomness (dropout), per epoch
     show = progress and info.is_main
     metrics = train_one_epoch(
-        model, cycle_batches(loader, cfg.train.iterations_per_epoch), loss_fn, optimizer, cfg.train,
+        model, itertools.islice(stream, cfg.train.iterations_per_epoch), loss_fn, optimizer, cfg.train,
         start_iteration=state.iteration, device=info.device, amp=amp, scaler=scaler,
         channels_last=_channels_last(cfg, info.device), progress=show,
         desc=f"epoch {epoch + 1}/{cfg.train.max_epochs}",
     )
-    del loader  # ends persistent workers before the next epoch's loader starts its own
     loss = ddp.all_reduce_sum(torch.tensor([metrics["loss"]], dtype=torch.float64), info) / info.world_size
     state.iteration += metrics["iterations"]
     state.epoch = epoch + 1

@@ -1,9 +1,10 @@
 """Run under torchrun by test_ddp_sampling.py: each rank draws training cases the way fit() does
-(its weighted shard, one seeded loader per epoch, the same iterations on every rank) and the
+(its weighted shard, one seeded stream for the run, the same iterations on every rank) and the
 counts per case are summed over the ranks and written as JSON by rank 0."""
 
 from __future__ import annotations
 
+import itertools
 import json
 import sys
 
@@ -11,7 +12,7 @@ import torch
 from monai.data import Dataset
 
 from radseg.pipeline.core.distributed import all_reduce_sum, cleanup_distributed, init_distributed
-from radseg.pipeline.data.cache import build_loader
+from radseg.pipeline.data.stream import training_stream
 from radseg.pipeline.data.shards import weighted_shard
 
 
@@ -20,15 +21,9 @@ def main(num_cases: int, epochs: int, iterations: int, out: str) -> None:
     cases = [{"case_id": index} for index in range(num_cases)]
     shard, weights = weighted_shard(cases, info.rank, info.world_size)
     counts = torch.zeros(num_cases, dtype=torch.float64)
-    for epoch in range(epochs):
-        loader = build_loader(Dataset(shard), 1, 0, True, seed=1000 * epoch + info.rank, weights=weights)
-        drawn = 0
-        while drawn < iterations:  # like cycle_batches: passes over the loader until the epoch is done
-            for batch in loader:
-                counts[int(batch["case_id"][0])] += 1
-                drawn += 1
-                if drawn == iterations:
-                    break
+    stream = training_stream(Dataset(shard), 1, 0, seed=0, rank=info.rank, weights=weights)
+    for batch in itertools.islice(stream, epochs * iterations):
+        counts[int(batch["case_id"][0])] += 1
     total = all_reduce_sum(counts, info)
     if info.is_main:
         with open(out, "w") as handle:
