@@ -21,7 +21,8 @@ MIN_STEPS = 50
 #: share of the budget validation passes may take (one pass at the end always happens)
 VAL_SHARE = 0.08
 #: the share with ``--fold all``: its validation cases are also training cases, so their Dice shows progress
-#: but cannot choose a better checkpoint; a quarter of the share leaves about a pass midway and the last
+#: but cannot choose a better checkpoint (a quarter of the share: a pass midway and the last for a 15-minute
+#: CPU budget, only the last when a pass is costly, more in a long budget)
 VAL_SHARE_FOLD_ALL = 0.02
 #: seconds per epoch end beyond the steps: last.pt, the metrics log (workers persist); measured 0.15-0.3 s
 #: on 2 CPU cores with a 4-level MONAI UNet
@@ -99,7 +100,8 @@ def fit_schedule(budget_s: float, fixed_s: float, step_s: float, val_pass_s: flo
 
     Args:
         budget_s: the whole budget (seconds).
-        fixed_s: what is spent whatever the schedule: planning so far, check-data, fingerprint, caching.
+        fixed_s: what is spent whatever the schedule: planning so far, check-data, the run's fingerprint
+            (unless it takes the plan's), caching.
         step_s: seconds per optimiser step (measured, data loading included).
         val_pass_s: seconds per validation pass over the validation cases.
         device: "cpu" or "cuda" (epoch-end overhead).

@@ -71,12 +71,13 @@ def plan_dataset(data: str | Path, budget: str | float = "15m", device: str = "a
         data_timer = measured_step_timer(machine.device, data=probe_batches(
             probe, AugmentConfig(num_samples=1, flip_prob=0.0, **sampler), facts.num_classes, workers))
     elapsed = time.perf_counter() - start if count_planning else 0.0
+    # train --budget (count_planning) hands this fingerprint to its run; a saved plan's run measures its own
     plan = plan_from_fingerprint(fingerprint, facts, machine, seconds, timer, elapsed_seconds=elapsed,
-                                 fold_all=fold_all, data_timer=data_timer)
+                                 fold_all=fold_all, data_timer=data_timer, fingerprint_reused=count_planning)
     if count_planning:  # the calibration took time too: plan again with what it measured (no new steps)
         plan = plan_from_fingerprint(fingerprint, facts, machine, seconds, timer,
                                      elapsed_seconds=time.perf_counter() - start, fold_all=fold_all,
-                                     data_timer=data_timer)
+                                     data_timer=data_timer, fingerprint_reused=True)
     plan.notes.append(f"planned in {time.perf_counter() - start:.0f} s on {len(datalist)} cases of {spec.root} "
                       f"(reading {read_seconds:.2f} s and preprocessing {prep_seconds:.2f} s per case)")
     plan.config.data.root = str(spec.root)

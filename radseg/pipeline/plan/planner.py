@@ -102,7 +102,7 @@ class Plan:
 
 def plan_from_fingerprint(fingerprint: Fingerprint, facts: DatasetFacts, machine: Machine, budget_seconds: float,
                           timer: StepTimer, *, elapsed_seconds: float = 0.0, fold_all: bool = False,
-                          data_timer: StepTimer | None = None) -> Plan:
+                          data_timer: StepTimer | None = None, fingerprint_reused: bool = False) -> Plan:
     """Choose every setting of a training run that ends inside ``budget_seconds``.
 
     Args:
@@ -115,6 +115,8 @@ def plan_from_fingerprint(fingerprint: Fingerprint, facts: DatasetFacts, machine
         fold_all: train on every case (validation then monitors fold 0's cases, seen in training).
         data_timer: seconds per training step of the chosen network fed by the real data loader (the
             schedule's step); None scales ``timer`` by :data:`LOADER_FACTOR` instead.
+        fingerprint_reused: the run takes this fingerprint (``train --budget``) rather than reading
+            every case again for its own (``train --config plan.yaml``).
 
     Raises:
         DataError: too few cases to split, or a declared class absent from every label.
@@ -124,8 +126,9 @@ def plan_from_fingerprint(fingerprint: Fingerprint, facts: DatasetFacts, machine
     folds = min(5, facts.num_cases)
     val_cases = math.ceil(facts.num_cases / folds)
     train_cases = facts.num_cases if fold_all else facts.num_cases - val_cases
-    # check-data reads every case and caching preprocesses it (the run takes the plan's fingerprint)
-    fixed = elapsed_seconds + facts.num_cases * (facts.read_seconds + facts.prep_seconds)
+    # check-data reads every case, the run's fingerprint again unless it takes this one, caching preprocesses it
+    reads = 1 if fingerprint_reused else 2
+    fixed = elapsed_seconds + facts.num_cases * (reads * facts.read_seconds + facts.prep_seconds)
     search = _Search(fingerprint, facts, machine, timer, budget_seconds, fixed, train_cases, val_cases, data_timer,
                      fold_all)
     decisions = [Decision("data.modality", facts.modality, "declared by the dataset"),

@@ -153,7 +153,7 @@ def _train(cfg, run_data: RunData, run_dir: Path, saved, info, start: float, pro
                    lambda row, log: _save_epoch(cfg, run_data, run_dir, network, optimizer, scaler, state, row, log),
                    None if pacer is None else lambda row: _paced_epochs(pacer, cfg, state, row, run_dir, info))
     finally:
-        del stream  # ends the loader's worker
+        stream.close()  # ends the loader's worker, also when training failed
     return FitResult(run_dir, state.epoch, state.best_epoch, max(state.best_dice, 0.0), state.best_per_class,
                      time.perf_counter() - start)
 

@@ -100,7 +100,8 @@ class BudgetPacer:
         tolerance = max(HYSTERESIS * (self.deadline - self.started), epoch_s)
         if best == max_epochs or abs(miss(max_epochs)) <= tolerance:
             return max_epochs
-        logger.info("budget pacing after epoch %d: %.1f s per epoch and %.1f s per validation measured, so "
+        logger.info("budget pacing after epoch %d: %.1f s per epoch measured and %.1f s per validation %s, so "
                     "%d epochs would end %+.0f s from the budget; train.max_epochs %d -> %d (ends %+.0f s)",
-                    done, epoch_s, val_pass, max_epochs, miss(max_epochs), max_epochs, best, miss(best))
+                    done, epoch_s, val_pass, "measured" if self._val_s else "planned", max_epochs,
+                    miss(max_epochs), max_epochs, best, miss(best))
         return best

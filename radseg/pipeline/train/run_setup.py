@@ -13,7 +13,7 @@ import logging
 import os
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable
+from typing import TYPE_CHECKING, Any, Callable
 
 from radseg import keys
 from radseg.configs.loader import config_to_dict, load_config, validate_config
@@ -25,6 +25,9 @@ from radseg.pipeline.core.checkpoint import LAST, load_checkpoint
 from radseg.pipeline.train.run_folder import (  # noqa: F401 - CONFIG_FILE public here too
     CHECKPOINTS, CONFIG_FILE, refuse_foreign_files, remove_run_files, save_run_config,
 )
+
+if TYPE_CHECKING:
+    from radseg.transforms.fingerprint import Fingerprint
 
 logger = logging.getLogger(__name__)
 
@@ -244,7 +247,7 @@ def _check_class_sampling(cfg: RadsegConfig, background_only: list[str], data: s
 
 
 def prepare_data(cfg: RadsegConfig, data: Path, run_dir: Path, info: ddp.DistInfo, *, fresh: bool,
-                 progress: bool = True, known_fingerprint=None) -> RunData:
+                 progress: bool = True, known_fingerprint: Fingerprint | None = None) -> RunData:
     """Folds, fingerprint, transforms and this rank's (cached) datasets.
 
     Args:
@@ -275,7 +278,7 @@ def prepare_data(cfg: RadsegConfig, data: Path, run_dir: Path, info: ddp.DistInf
                    fingerprint.to_dict(), resolved.to_dict(), weights)
 
 
-def _covers(fingerprint, datalist: list[dict], modality: str) -> bool:
+def _covers(fingerprint: Fingerprint | None, datalist: list[dict], modality: str) -> bool:
     """Whether ``fingerprint`` was measured on the cases of ``datalist`` (in order) with ``modality``."""
     if fingerprint is None or fingerprint.modality.upper() != str(modality).upper():
         return False
@@ -300,7 +303,7 @@ def _fold_cases(cfg: RadsegConfig, spec, run_dir: Path, info: ddp.DistInfo) -> t
 
 
 def run_fingerprint(datalist: list[dict], modality: str, run_dir: Path, info: ddp.DistInfo, fresh: bool,
-                    progress: bool, known=None):
+                    progress: bool, known: Fingerprint | None = None) -> Fingerprint:
     """The run folder's fingerprint: computed once by the main rank (again when ``fresh``), read by all.
 
     ``known`` (a :class:`~radseg.transforms.fingerprint.Fingerprint`) is written instead of a new one

@@ -16,7 +16,8 @@ import torch
 from radseg.pipeline.core.checkpoint import load_checkpoint
 from conftest import TINY_TRAIN
 
-TINY = [*TINY_TRAIN, "train.deterministic=true"]
+# one loader worker, as real runs have: the run-long stream must give it the same batches after a resume
+TINY = [*TINY_TRAIN, "train.deterministic=true", "cache.num_workers=1"]
 EPOCHS = 6
 
 

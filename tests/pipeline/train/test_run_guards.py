@@ -83,3 +83,18 @@ def test_a_hand_written_config_in_output_is_never_replaced(phantom_dataset, tmp_
     radseg_written = CONFIG_MARKER + "train:\n  max_epochs: 1\n"  # an unfinished start of radseg's own
     (run / "config.yaml").write_text(radseg_written)
     refuse_foreign_files(run)
+
+
+def test_a_plans_fingerprint_is_taken_only_for_the_same_cases_and_modality():
+    from types import SimpleNamespace
+
+    from radseg import keys
+    from radseg.pipeline.train.run_setup import _covers
+
+    planned = SimpleNamespace(modality="CT", case_ids=["case_a", "case_b"])
+    datalist = [{keys.CASE_ID: "case_a"}, {keys.CASE_ID: "case_b"}]
+    assert _covers(planned, datalist, "CT")
+    assert not _covers(planned, datalist[::-1], "CT")  # another order: measured again
+    assert not _covers(planned, datalist[:1], "CT")
+    assert not _covers(planned, datalist, "MRI")
+    assert not _covers(None, datalist, "CT")
