@@ -71,6 +71,15 @@ class Fingerprint:
         """Plain JSON-ready dict."""
         return asdict(self)
 
+    def measured_on(self, datalist: Sequence[dict], modality: str) -> bool:
+        """Whether :func:`compute_fingerprint` measured exactly these cases, in this order, as ``modality``.
+
+        Raises:
+            DataError: ``modality`` is neither CT nor MRI (as :func:`compute_fingerprint` would).
+        """
+        ids = [case_id(case, index) for index, case in enumerate(datalist)]
+        return self.modality == _canonical_modality(modality) and list(self.case_ids) == ids
+
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> Fingerprint:
         """Inverse of :meth:`to_dict`; unknown keys are refused."""
@@ -142,7 +151,7 @@ def compute_fingerprint(datalist: Sequence[dict], modality: str, *, seed: int = 
         spacing, shape, num_channels = _ras_spacing_and_shape(image_paths)
         spacings.append(spacing)
         shapes.append(shape)
-        case_ids.append(str(case.get(keys.CASE_ID, index)))
+        case_ids.append(case_id(case, index))
         if case.get(keys.LABEL):
             samples.append(foreground_samples(image_paths, case[keys.LABEL], rng, samples_per_case))
         if objects and case.get(keys.LABEL):
@@ -153,6 +162,11 @@ def compute_fingerprint(datalist: Sequence[dict], modality: str, *, seed: int = 
         fingerprint.classes = summarize_objects(label_stats)
         fingerprint.foreground_box_mm = median_foreground_box(label_stats)
     return fingerprint
+
+
+def case_id(case: dict, index: int) -> str:
+    """The id a fingerprint records for the ``index``-th case of a datalist."""
+    return str(case.get(keys.CASE_ID, index))
 
 
 def save_fingerprint(fingerprint: Fingerprint, path: Union[str, Path]) -> Path:

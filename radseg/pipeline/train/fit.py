@@ -197,14 +197,13 @@ def _channels_last(cfg: RadsegConfig, device: torch.device) -> bool:
     return use and (torch.device(device).type == "cuda" or single)
 
 
-def _seed_epoch(seed: int, epoch: int, rank: int) -> int:
+def _seed_epoch(seed: int, epoch: int, rank: int) -> None:
     """Seed python, numpy and torch per (run seed, epoch, rank): a resumed epoch's network randomness
     (dropout) is the uninterrupted run's; the patches come from the seeded stream."""
     value = int(np.random.SeedSequence([seed, epoch, rank]).generate_state(1)[0])
     random.seed(value)
     np.random.seed(value)
     torch.manual_seed(value)
-    return value
 
 
 def _run_epoch(cfg, run_data, model, network, loss_fn, optimizer, scaler, amp, state, epoch, info, progress,

@@ -15,7 +15,6 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Callable
 
-from radseg import keys
 from radseg.configs.loader import config_to_dict, load_config, validate_config
 from radseg.configs.schema import RadsegConfig
 from radseg.errors import ConfigError, DataError
@@ -280,10 +279,7 @@ def prepare_data(cfg: RadsegConfig, data: Path, run_dir: Path, info: ddp.DistInf
 
 def _covers(fingerprint: Fingerprint | None, datalist: list[dict], modality: str) -> bool:
     """Whether ``fingerprint`` was measured on the cases of ``datalist`` (in order) with ``modality``."""
-    if fingerprint is None or fingerprint.modality.upper() != str(modality).upper():
-        return False
-    ids = [str(case.get(keys.CASE_ID, index)) for index, case in enumerate(datalist)]
-    return list(fingerprint.case_ids) == ids
+    return fingerprint is not None and fingerprint.measured_on(datalist, modality)
 
 
 def _fold_cases(cfg: RadsegConfig, spec, run_dir: Path, info: ddp.DistInfo) -> tuple[list, list]:

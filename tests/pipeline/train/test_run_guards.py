@@ -86,12 +86,12 @@ def test_a_hand_written_config_in_output_is_never_replaced(phantom_dataset, tmp_
 
 
 def test_a_plans_fingerprint_is_taken_only_for_the_same_cases_and_modality():
-    from types import SimpleNamespace
-
     from radseg import keys
     from radseg.pipeline.train.run_setup import _covers
+    from radseg.transforms.fingerprint import Fingerprint
 
-    planned = SimpleNamespace(modality="CT", case_ids=["case_a", "case_b"])
+    planned = Fingerprint(modality="CT", case_ids=["case_a", "case_b"], spacings=[], shapes=[], median_spacing=[],
+                          median_shape=[], target_spacing=[])
     datalist = [{keys.CASE_ID: "case_a"}, {keys.CASE_ID: "case_b"}]
     assert _covers(planned, datalist, "CT")
     assert not _covers(planned, datalist[::-1], "CT")  # another order: measured again
