@@ -8,8 +8,9 @@ a float32 NIfTI ``(X, Y, Z, C)`` (or ``(X, Y, Z, 1, C)``), checked against the l
 float32 array ``(C, X, Y, Z)`` (channel first, as MONAI holds it; NIfTI has no float16) in the
 label map's voxel order.
 
-Truth: a folder of label files named the same way (label map from its ``labels.json`` or
-``--labels``, else ``{0: background, 1: foreground}``), or a dataset that
+Truth: a folder of label files named the same way (label map from ``--labels``, its
+``labels.json``, or the ``dataset.json`` of the dataset it sits in, as ``labelsTs/`` sits in an MSD
+or nnU-Net dataset; else ``{0: background, 1: foreground}``), or a dataset that
 :func:`radseg.pipeline.data.datalist.discover_dataset` reads (MSD, nnU-Net v2, images/labels
 folder, CSV), whose label map comes from its ``dataset.json`` / ``labels.json`` unless ``--labels``
 is given. From a dataset, the truth set is its labelled test cases when every prediction is one of
@@ -175,7 +176,18 @@ def _label_files(folder: Path, keep_probabilities: bool = False) -> dict[str, Pa
 
 def _labels_json(folder: Path) -> dict[int, str]:
     path = folder / "labels.json"
-    return parse_labels(_read_json(path)) if path.is_file() else {0: "background", 1: "foreground"}
+    if path.is_file():
+        return parse_labels(_read_json(path))
+    if (folder.parent / "dataset.json").is_file():  # labelsTs/ or labelsTr/ of an MSD or nnU-Net dataset
+        try:
+            labels = dict(discover_dataset(folder.parent).labels)
+        except DataError as err:
+            logger.warning("the label map of %s's dataset is unreadable (%s); using background/foreground", folder, err)
+        else:
+            logger.info("label map from %s: %s", folder.parent / "dataset.json",
+                        ", ".join(f"{k}={v}" for k, v in sorted(labels.items())))
+            return labels
+    return {0: "background", 1: "foreground"}
 
 
 def _read_json(path: Path) -> dict:

@@ -146,3 +146,19 @@ def test_dataset_as_truth_scores_its_test_cases(phantom_dataset, tmp_path):
     result = evaluate_folder(pred, phantom_dataset, tmp_path / "out", progress=False, resamples=50, worst_cases=1)
     assert "labelled test cases" in result.summary["truth_set"] and result.summary["num_scored"] == 2
     assert 0.8 < result.summary["metrics"]["liver"]["dice"]["mean"] < 1.0
+
+
+def test_label_folder_inside_a_dataset_takes_its_label_map(folders, tmp_path):
+    """``--truth DATASET/labelsTs`` names the classes from the dataset's dataset.json (MSD here)."""
+    pred, truth, out = folders
+    dataset = tmp_path / "dataset"
+    dataset.mkdir()
+    (truth / "labels.json").rename(tmp_path / "moved.json")
+    labels_ts = truth.rename(dataset / "labelsTs")
+    (dataset / "dataset.json").write_text(json.dumps({"name": "two-class", "labels": LABELS, "training": []}))
+    evaluate_folder(pred, labels_ts, out, progress=False, resamples=50)
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["labels"] == LABELS and set(summary["metrics"]) == {"organ", "lesion"}
+    (dataset / "dataset.json").unlink()  # a bare folder: two classes only, so label 2 is refused
+    with pytest.raises(DataError, match=r"exceed the 2 classes .*pass the right --labels"):
+        evaluate_folder(pred, labels_ts, tmp_path / "out2", progress=False, resamples=50)
