@@ -6,7 +6,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 
-#: the warning of a label without foreground (see radseg.pipeline.train.run_setup for class-balanced sampling)
+#: the warning of a label without foreground (see radseg.pipeline.train.run_checks for class-balanced sampling)
 EMPTY_LABEL = "label is empty (background only)"
 
 

@@ -19,8 +19,8 @@ from radseg.configs.schema import AugmentConfig, CacheConfig, PreprocessConfig
 from radseg.errors import ConfigError, DataError
 from radseg.pipeline.plan.budget import format_seconds, parse_budget
 from radseg.pipeline.plan.machine import detect_machine, measured_step_timer
-from radseg.pipeline.plan.planner import DatasetFacts, Plan, plan_from_fingerprint, planned_workers
-from radseg.pipeline.plan.rules import sampler_decisions, spacing_candidates
+from radseg.pipeline.plan.planner import DatasetFacts, Plan, plan_from_fingerprint
+from radseg.pipeline.plan.rules import planned_workers, sampler_decisions, spacing_candidates
 
 logger = logging.getLogger(__name__)
 

@@ -141,7 +141,8 @@ def plan_from_fingerprint(fingerprint: Fingerprint, facts: DatasetFacts, machine
     decisions += rules.sampler_decisions(fingerprint.classes, facts.label_names, facts.num_classes)
     decisions += rules.augment_decisions(facts.modality, search.passes(schedule.steps))
     decisions += rules.postprocess_decisions(fingerprint.classes, facts.label_names, facts.num_classes)
-    decisions += _runtime_decisions(machine, search, facts)
+    decisions += rules.runtime_decisions(machine, search.train_cases, search.spacing_value,
+                                         facts.cropped_extent_mm)
     config = _to_config(decisions)
     notes = search.notes + ([f"--fold all: trains on all {facts.num_cases} cases; validation scores fold 0's "
                              f"{val_cases} cases, which are in training, so it is optimistic; it gets "
@@ -312,29 +313,6 @@ class _Search:
         windows = sliding_windows(shape, self.patch, overlap)
         val_pass = self.val_cases * (windows * step / PATCHES_PER_STEP * VAL_FACTOR + 0.5)
         return fit_schedule(self.budget, self.fixed, step, val_pass, self.device, fold_all=self.fold_all)
-
-
-def planned_workers(cores: int) -> int:
-    """DataLoader workers of a plan: one beside the step on 2 cores, else one core left for training (at most 8)."""
-    return 1 if cores <= 2 else min(cores - 1, 8)
-
-
-def _runtime_decisions(machine: Machine, search: _Search, facts: DatasetFacts) -> list[Decision]:
-    cpu = machine.device == "cpu"
-    cache_gb = 1.2 * search.train_cases * math.prod(
-        e / s for e, s in zip(facts.cropped_extent_mm, search.spacing_value)) * 3 / 2**30 + 0.25
-    budget_gb = round(min(max(cache_gb, 0.5), 0.4 * machine.memory_gb), 1)
-    workers = planned_workers(machine.cores)
-    return [
-        Decision("preprocess.crop_foreground", True, "crop to the body before caching: fewer voxels per case"),
-        Decision("cache.mode", "ram", f"the preprocessed training cases need about {cache_gb:.1f} GB"),
-        Decision("cache.ram_budget_gb", budget_gb, f"their size, at most 40% of the {machine.memory_gb:.0f} GB available"),
-        Decision("cache.num_workers", workers, f"{machine.cores} cores: " + ("one loader worker beside the step"
-                 if workers == 1 else "one core left for the training process")),
-        Decision("inference.overlap", 0.25 if cpu else 0.5, "sliding-window overlap: " + (
-            "0.25 halves the windows of 0.5 on a CPU" if cpu else "nnU-Net's 0.5 on a GPU")),
-        Decision("inference.sw_batch_size", 2 if cpu else 4, "windows per forward pass"),
-    ]
 
 
 def _to_config(decisions: list[Decision]) -> RadsegConfig:

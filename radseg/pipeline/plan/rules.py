@@ -8,9 +8,12 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from typing import Any, Sequence
+from typing import TYPE_CHECKING, Any, Sequence
 
 from radseg.pipeline.plan.budget import Schedule, format_seconds
+
+if TYPE_CHECKING:
+    from radseg.pipeline.plan.machine import Machine
 
 #: the smallest objects (5th percentile diameter) should span this many voxels in plane
 MIN_OBJECT_VOXELS = 6.0
@@ -193,3 +196,27 @@ def postprocess_decisions(classes: dict[str, dict], names: dict[int, str], num_c
                  "background first: " + "; ".join(size_reasons) if size_reasons else "no components removed by size")
     return [Decision("inference.largest_component", largest, largest_why),
             Decision("inference.min_component_ml", sizes if any(sizes) else [], sizes_why)]
+
+
+def planned_workers(cores: int) -> int:
+    """DataLoader workers of a plan: one beside the step on 2 cores, else one core left for training (at most 8)."""
+    return 1 if cores <= 2 else min(cores - 1, 8)
+
+
+def runtime_decisions(machine: Machine, train_cases: int, spacing: Sequence[float],
+                      cropped_extent_mm: Sequence[float]) -> list[Decision]:
+    """Cache, loader workers and sliding window for the machine, given the planned spacing."""
+    cpu = machine.device == "cpu"
+    cache_gb = 1.2 * train_cases * math.prod(e / s for e, s in zip(cropped_extent_mm, spacing)) * 3 / 2**30 + 0.25
+    budget_gb = round(min(max(cache_gb, 0.5), 0.4 * machine.memory_gb), 1)
+    workers = planned_workers(machine.cores)
+    return [
+        Decision("preprocess.crop_foreground", True, "crop to the body before caching: fewer voxels per case"),
+        Decision("cache.mode", "ram", f"the preprocessed training cases need about {cache_gb:.1f} GB"),
+        Decision("cache.ram_budget_gb", budget_gb, f"their size, at most 40% of the {machine.memory_gb:.0f} GB available"),
+        Decision("cache.num_workers", workers, f"{machine.cores} cores: " + ("one loader worker beside the step"
+                 if workers == 1 else "one core left for the training process")),
+        Decision("inference.overlap", 0.25 if cpu else 0.5, "sliding-window overlap: " + (
+            "0.25 halves the windows of 0.5 on a CPU" if cpu else "nnU-Net's 0.5 on a GPU")),
+        Decision("inference.sw_batch_size", 2 if cpu else 4, "windows per forward pass"),
+    ]

@@ -33,7 +33,8 @@ from radseg.pipeline.slices.infer import slice_probabilities
 from radseg.pipeline.slices.run_data import SliceRunData, prepare_slice_data
 from radseg.pipeline.slices.sampling import SliceSamples, build_slice_loader
 from radseg.pipeline.train.loop import cycle_batches, run_epochs, train_one_epoch
-from radseg.pipeline.train.run_setup import prepare_run_folder, require_network_kind
+from radseg.pipeline.train.run_checks import require_network_kind
+from radseg.pipeline.train.run_setup import prepare_run_folder
 from radseg.pipeline.train.schedule import build_optimizer
 
 logger = logging.getLogger(__name__)

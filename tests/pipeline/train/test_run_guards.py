@@ -33,10 +33,10 @@ def test_background_only_label_is_refused_for_class_balanced_sampling(phantom_da
 
 
 def test_background_only_label_with_a_background_weight_is_a_warning(caplog):
-    from radseg.pipeline.train.run_setup import _check_class_sampling
+    from radseg.pipeline.train.run_checks import check_class_sampling
 
     cfg = load_config("demo", ["augment.sampler=label_classes"])
-    _check_class_sampling(cfg, ["case_7"], "data")
+    check_class_sampling(cfg, ["case_7"], "data")
     assert "case_7 holds background only" in caplog.text
 
 
