@@ -75,7 +75,7 @@ def _conv_peak(repeats: int) -> dict:
 
     results = {}
     for kind in ("fp32", "channels-last", "bf16"):
-        emulated = kind == "bf16" and not native_bf16()  # ~15x slower: one small layer is enough to show it
+        emulated = kind == "bf16" and not native_bf16()  # ~300x slower here: one small layer is enough to show it
         best, size = 0.0, 16 if emulated else 32
         for channels in (32,) if emulated else (32, 64, 128):
             conv = torch.nn.Conv3d(channels, channels, 3, padding=1)

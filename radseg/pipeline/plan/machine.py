@@ -157,8 +157,8 @@ def measure_step_seconds(widths: Sequence[int], roi_size: Sequence[int], patches
 
     times, share = _timed(step, next_batch, steps, warm_up=2)
     if device == "cpu" and share < BUSY_SHARE:
-        logger.warning("calibration: this process got %.0f%% of the CPU time of its %d threads: another program is "
-                       "using the cores; timing again", 100 * share, torch.get_num_threads())
+        logger.warning("calibration: this process got %.0f%% of the CPU time of its %d threads: another program may "
+                       "be using the cores; timing again", 100 * share, torch.get_num_threads())
         again, share = _timed(step, next_batch, steps, warm_up=0)
         times = min(times, again, key=statistics.median)
         if share < BUSY_SHARE:
