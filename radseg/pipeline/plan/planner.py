@@ -308,9 +308,8 @@ class _Search:
             step = self.timer(*args, network=self.network) * LOADER_FACTOR[self.device]
             how = f"x{LOADER_FACTOR[self.device]} for data loading sharing the machine"
         self.notes.append(f"measured step: {step:.3f} s for {PATCHES_PER_STEP} patches of {fmt(self.patch, 0)} ({how})")
-        overlap = 0.25 if self.device == "cpu" else 0.5
         shape = [e / s for e, s in zip(self.facts.cropped_extent_mm, self.spacing_value)]
-        windows = sliding_windows(shape, self.patch, overlap)
+        windows = sliding_windows(shape, self.patch, rules.OVERLAP[self.device])
         val_pass = self.val_cases * (windows * step / PATCHES_PER_STEP * VAL_FACTOR + 0.5)
         return fit_schedule(self.budget, self.fixed, step, val_pass, self.device, fold_all=self.fold_all)
 

@@ -26,6 +26,8 @@ MIN_BOTTLENECK = 4
 MAX_LEVELS, MIN_LEVELS = 6, 3
 #: a class is small below this median share of a scan's voxels, rare when in fewer cases than this share
 SMALL_FRACTION, RARE_SHARE = 0.01, 0.6
+#: sliding-window overlap of a plan's inference and validation, by device
+OVERLAP = {"cpu": 0.25, "cuda": 0.5}
 #: patches per optimiser step (nnU-Net's batch of 2)
 PATCHES_PER_STEP = 2
 #: a class in every training label, not small, whose largest object holds at least this share of it in
@@ -216,7 +218,7 @@ def runtime_decisions(machine: Machine, train_cases: int, spacing: Sequence[floa
         Decision("cache.ram_budget_gb", budget_gb, f"their size, at most 40% of the {machine.memory_gb:.0f} GB available"),
         Decision("cache.num_workers", workers, f"{machine.cores} cores: " + ("one loader worker beside the step"
                  if workers == 1 else "one core left for the training process")),
-        Decision("inference.overlap", 0.25 if cpu else 0.5, "sliding-window overlap: " + (
+        Decision("inference.overlap", OVERLAP[machine.device], "sliding-window overlap: " + (
             "0.25 halves the windows of 0.5 on a CPU" if cpu else "nnU-Net's 0.5 on a GPU")),
         Decision("inference.sw_batch_size", 2 if cpu else 4, "windows per forward pass"),
     ]
