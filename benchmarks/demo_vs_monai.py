@@ -72,15 +72,37 @@ TARGET_LIVER_DICE = 0.90
 TARGET_MINUTES = 10.0
 #: the demo's training cases (radseg.pipeline.run_demo's default)
 DEMO_CASES = 12
-#: the spleen tutorial's recipe, at the issue's 1.5 x 1.5 x 3 mm and 96 x 96 x 48 patches
-PIXDIM = (1.5, 1.5, 3.0)
-ROI_SIZE = (96, 96, 48)
 HU_WINDOW = (-57.0, 164.0)
-NUM_SAMPLES = 4
-BATCH_SIZE = 2
-LEARNING_RATE = 1e-3
 SW_BATCH_SIZE = 4
 OVERLAP = 0.25
+
+
+@dataclass(frozen=True)
+class Recipe:
+    """A plain-MONAI training recipe: the settings in which the baselines differ."""
+
+    name: str
+    pixdim: tuple[float, float, float]
+    roi_size: tuple[int, int, int]
+    channels: tuple[int, ...]
+    num_res_units: int
+    norm: str  # a monai.networks.layers.Norm name: "batch" or "instance"
+    learning_rate: float
+    num_samples: int  # patches drawn per case
+    batch_size: int  # cases per step (each gives num_samples patches)
+
+    def describe(self) -> str:
+        """One line: spacing, patch, patches per step, network and optimiser."""
+        return (f"{'x'.join(f'{p:g}' for p in self.pixdim)} mm, {'x'.join(map(str, self.roi_size))} x "
+                f"{self.batch_size * self.num_samples} per step, UNet {self.channels[0]}-{self.channels[-1]} "
+                f"({self.num_res_units} residual units, {self.norm} norm), Adam {self.learning_rate:g}")
+
+
+#: the spleen tutorial's recipe, at the issue's 1.5 x 1.5 x 3 mm and 96 x 96 x 48 patches
+TUTORIAL = Recipe("monai-tutorial", (1.5, 1.5, 3.0), (96, 96, 48), (16, 32, 64, 128, 256), 2, "batch", 1e-3, 4, 2)
+#: the recipe a person tuned by hand for 15 CPU minutes on abdominal CT (issue 22's second baseline):
+#: coarser voxels and smaller patches buy many more patches per minute
+HAND_TUNED = Recipe("monai-hand-tuned", (2.5, 2.5, 3.0), (80, 80, 48), (16, 32, 64, 128), 1, "instance", 3e-3, 4, 2)
 
 
 @dataclass
@@ -166,13 +188,14 @@ def fold_train_ids(spec: DatasetSpec, run_dir: Path, overrides: list[str]) -> li
     return list(folds[cfg.data.fold]["train"])
 
 
-def baseline_transforms(train: bool, label: bool = True) -> monai.transforms.Compose:
+def baseline_transforms(train: bool, label: bool = True, recipe: Recipe = TUTORIAL) -> monai.transforms.Compose:
     """The spleen tutorial's chain: deterministic steps (cached), then the random crop for training.
 
     Args:
         train: add the padding and the random pos/neg crop.
         label: load and transform the label with the image; False for inference on images alone
             (``train`` needs the label).
+        recipe: the spacing, patch and patches per case (the tutorial's by default).
     """
     from monai.transforms import (Compose, CropForegroundd, EnsureChannelFirstd, LoadImaged, Orientationd,
                                   RandCropByPosNegLabeld, ScaleIntensityRanged, SpatialPadd, Spacingd)
@@ -187,24 +210,23 @@ def baseline_transforms(train: bool, label: bool = True) -> monai.transforms.Com
                              clip=True),
         CropForegroundd(keys=both, source_key=keys.IMAGE),
         Orientationd(keys=both, axcodes="RAS"),
-        Spacingd(keys=both, pixdim=PIXDIM, mode=("bilinear", "nearest")[:len(both)]),
+        Spacingd(keys=both, pixdim=recipe.pixdim, mode=("bilinear", "nearest")[:len(both)]),
     ]
     if train:
         steps += [
-            SpatialPadd(keys=both, spatial_size=ROI_SIZE),  # thin volumes: every crop must be ROI_SIZE
-            RandCropByPosNegLabeld(keys=both, label_key=keys.LABEL, spatial_size=ROI_SIZE, pos=1, neg=1,
-                                   num_samples=NUM_SAMPLES, image_key=keys.IMAGE, image_threshold=0),
+            SpatialPadd(keys=both, spatial_size=recipe.roi_size),  # thin volumes: every crop must be the patch
+            RandCropByPosNegLabeld(keys=both, label_key=keys.LABEL, spatial_size=recipe.roi_size, pos=1, neg=1,
+                                   num_samples=recipe.num_samples, image_key=keys.IMAGE, image_threshold=0),
         ]
     return Compose(steps)
 
 
-def baseline_network(num_classes: int) -> torch.nn.Module:
-    """The tutorial's UNet: 16-32-64-128-256, strides 2, 2 residual units, batch norm."""
-    from monai.networks.layers import Norm
+def baseline_network(num_classes: int, recipe: Recipe = TUTORIAL) -> torch.nn.Module:
+    """The recipe's MONAI UNet (the tutorial's: 16-32-64-128-256, strides 2, 2 residual units, batch norm)."""
     from monai.networks.nets import UNet
 
-    return UNet(spatial_dims=3, in_channels=1, out_channels=num_classes, channels=(16, 32, 64, 128, 256),
-                strides=(2, 2, 2, 2), num_res_units=2, norm=Norm.BATCH)
+    return UNet(spatial_dims=3, in_channels=1, out_channels=num_classes, channels=recipe.channels,
+                strides=(2,) * (len(recipe.channels) - 1), num_res_units=recipe.num_res_units, norm=recipe.norm)
 
 
 def _plain(tensor) -> torch.Tensor:
@@ -217,12 +239,13 @@ def _endless(loader):
         yield from loader
 
 
-def train_baseline(network, loader, budget_seconds: float, device: torch.device) -> int:
+def train_baseline(network, loader, budget_seconds: float, device: torch.device,
+                   learning_rate: float = TUTORIAL.learning_rate) -> int:
     """Train until the wall-clock budget is spent (a step begun in time finishes); returns the steps."""
     from monai.losses import DiceCELoss
 
     loss_fn = DiceCELoss(to_onehot_y=True, softmax=True)
-    optimizer = torch.optim.Adam(network.parameters(), LEARNING_RATE)
+    optimizer = torch.optim.Adam(network.parameters(), learning_rate)
     network.train()
     start, steps = time.perf_counter(), 0
     with tqdm(desc=f"baseline training ({budget_seconds / 60:.1f} min)", unit="step") as bar:
@@ -257,16 +280,17 @@ def evaluate_baseline(network, spec: DatasetSpec, device: torch.device) -> Evalu
     return Evaluation(names, per_case)
 
 
-def _baseline_logits(network, image, device: torch.device) -> torch.Tensor:
+def _baseline_logits(network, image, device: torch.device, roi_size=TUTORIAL.roi_size) -> torch.Tensor:
     """The tutorial's sliding window over one preprocessed ``(1, X, Y, Z)`` image: ``(C, X, Y, Z)`` logits on CPU."""
     from monai.inferers import sliding_window_inference
 
-    logits = sliding_window_inference(_plain(image)[None].to(device), ROI_SIZE, SW_BATCH_SIZE, network,
+    logits = sliding_window_inference(_plain(image)[None].to(device), roi_size, SW_BATCH_SIZE, network,
                                       overlap=OVERLAP)
     return _plain(logits)[0].cpu()
 
 
-def predict_baseline_original(network, spec: DatasetSpec, output: Path, device: torch.device) -> list[Path]:
+def predict_baseline_original(network, spec: DatasetSpec, output: Path, device: torch.device,
+                              recipe: Recipe = TUTORIAL) -> list[Path]:
     """The tutorial's inference on the held-out images, taken back to each image's own grid and written.
 
     As the tutorial's "inference on original images": the preprocessing of :func:`baseline_transforms`
@@ -280,6 +304,7 @@ def predict_baseline_original(network, spec: DatasetSpec, output: Path, device: 
         spec: the dataset; its ``test`` cases are predicted.
         output: the folder for the masks (created).
         device: where the network runs.
+        recipe: the recipe the network was trained with (its spacing and patch).
 
     Returns:
         The mask files, one per held-out case, in ``spec.test`` order.
@@ -291,7 +316,7 @@ def predict_baseline_original(network, spec: DatasetSpec, output: Path, device: 
 
     from radseg.atomic import atomic_path
 
-    preprocess = baseline_transforms(train=False, label=False)
+    preprocess = baseline_transforms(train=False, label=False, recipe=recipe)
     postprocess = Compose([
         Invertd(keys=keys.PRED, transform=preprocess, orig_keys=keys.IMAGE, nearest_interp=False, to_tensor=True),
         AsDiscreted(keys=keys.PRED, argmax=True),
@@ -303,7 +328,7 @@ def predict_baseline_original(network, spec: DatasetSpec, output: Path, device: 
     with torch.no_grad():
         for case in tqdm(Dataset(datalist, preprocess), desc="baseline predict (original grid)", unit="case"):
             # a MetaTensor, so that Invertd takes the image's applied operations and metadata
-            case[keys.PRED] = MetaTensor(_baseline_logits(network, case[keys.IMAGE], device))
+            case[keys.PRED] = MetaTensor(_baseline_logits(network, case[keys.IMAGE], device, recipe.roi_size))
             mask = postprocess(case)[keys.PRED]
             path = output / f"{case[keys.CASE_ID]}.nii.gz"
             with atomic_path(path, keep_suffix=True) as tmp:
@@ -324,7 +349,7 @@ def run_baseline(spec: DatasetSpec, train_ids: list[str], args: argparse.Namespa
     start = time.perf_counter()
     dataset = CacheDataset(datalist, baseline_transforms(train=True), cache_rate=1.0,
                            num_workers=max(args.baseline_workers, 1))
-    loader = DataLoader(dataset, batch_size=BATCH_SIZE, shuffle=True, num_workers=args.baseline_workers,
+    loader = DataLoader(dataset, batch_size=TUTORIAL.batch_size, shuffle=True, num_workers=args.baseline_workers,
                         persistent_workers=args.baseline_workers > 0)
     cache_seconds = time.perf_counter() - start
     network = baseline_network(spec.num_classes).to(device)
@@ -334,7 +359,7 @@ def run_baseline(spec: DatasetSpec, train_ids: list[str], args: argparse.Namespa
     evaluation = evaluate_baseline(network, spec, device)
     logger.info("baseline on the held-out cases:\n%s", evaluation)
     detail = (f"monai-tutorial: {len(datalist)} training cases cached in {cache_seconds:.0f} s, then {steps} "
-              f"steps of {BATCH_SIZE} cases x {NUM_SAMPLES} patches in a {args.baseline_minutes:g}-min budget")
+              f"steps of {TUTORIAL.batch_size} cases x {TUTORIAL.num_samples} patches in a {args.baseline_minutes:g}-min budget")
     return SystemResult("monai-tutorial", train_seconds, time.perf_counter() - start, evaluation, detail)
 
 

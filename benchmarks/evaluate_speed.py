@@ -7,7 +7,7 @@ then times, on the same arrays in the same run:
 - radseg: ``score_case`` (Dice, IoU, HD95, ASSD, surface Dice, volumes, per class), and the
   lesion matching of the tumour class;
 - MONAI: ``DiceMetric``, ``HausdorffDistanceMetric(percentile=95)``, ``SurfaceDistanceMetric
-  (symmetric=True)`` and ``SurfaceDiceMetric`` on the one-hot tensors (the one-hot conversion
+  (symmetric=True)`` and ``SurfaceDiceMetric(use_subvoxels=True)`` on the one-hot tensors (the one-hot conversion
   counted too).
 
 Also times reading the two NIfTI files, which ``radseg evaluate`` adds per case. Prints one table.
@@ -79,7 +79,8 @@ def time_monai(pred, truth):
     metrics = {"dice": DiceMetric(include_background=False),
                "hd95_mm": HausdorffDistanceMetric(include_background=False, percentile=95),
                "assd_mm": SurfaceDistanceMetric(include_background=False, symmetric=True),
-               "surface_dice": SurfaceDiceMetric(class_thresholds=[2.0] * 3, include_background=False)}
+               "surface_dice": SurfaceDiceMetric(class_thresholds=[2.0] * 3, include_background=False,
+                                                 use_subvoxels=True)}
     for name, metric in metrics.items():
         start = time.perf_counter()
         with warnings.catch_warnings():

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import sys
 from pathlib import Path
 
 import pytest
@@ -16,6 +17,16 @@ def real_data(*parts: str) -> Path:
     if not path.exists():
         pytest.skip(f"real scan {path} is absent (it lives in ../shared/data/real beside the project)")
     return path
+
+
+@pytest.fixture(autouse=True)
+def _once_per_process_messages_afresh():
+    """Messages radseg logs once per process (dataset found, patch below the receptive field) are
+    logged afresh in every test, whatever ran before it."""
+    for module, name in (("radseg.networks.registry", "_RECEPTIVE_FIELD_WARNED"),
+                         ("radseg.pipeline.data.datalist", "_ANNOUNCED")):
+        if module in sys.modules:
+            getattr(sys.modules[module], name).clear()
 
 
 @pytest.fixture(scope="session")

@@ -90,6 +90,7 @@ def validate_config(cfg: RadsegConfig) -> None:
         problems.append(f"inference.largest_component lists foreground class values (>= 1), not {inf.largest_component}")
     if any(v < 0 for v in inf.min_component_ml):
         problems.append(f"inference.min_component_ml must be >= 0 mL per class, not {inf.min_component_ml}")
+    problems += _inside_problems(inf.inside)
     for name in ("batch_size", "max_epochs", "iterations_per_epoch", "val_interval"):
         if getattr(cfg.train, name) < 1:
             problems.append(f"train.{name} must be >= 1, not {getattr(cfg.train, name)}")
@@ -106,11 +107,29 @@ def validate_config(cfg: RadsegConfig) -> None:
         problems.append(f"preprocess.ct_window must be 'auto' or [low, high] with low < high, not {window}")
     if cfg.data.fold != "all" and not 0 <= cfg.data.fold < cfg.data.num_folds:
         problems.append(f"data.fold must be in 0..{cfg.data.num_folds - 1}, not {cfg.data.fold} (or 'all')")
+    flip_axes = cfg.augment.flip_axes
+    if any(axis not in (0, 1, 2) for axis in flip_axes) or len(set(flip_axes)) != len(flip_axes):
+        problems.append(f"augment.flip_axes must list distinct spatial axes 0, 1, 2, not {flip_axes}")
     if cfg.cache.ram_budget_gb < 0:
         problems.append(f"cache.ram_budget_gb must be >= 0, not {cfg.cache.ram_budget_gb}")
     problems += _slices_problems(cfg)
     if problems:
         raise ConfigError("; ".join(problems))
+
+
+def _inside_problems(rules: list) -> list[str]:
+    problems, seen = [], set()
+    for index, rule in enumerate(rules):
+        where = f"inference.inside[{index}]"
+        if rule.value < 1 or rule.within < 1 or rule.value == rule.within:
+            problems.append(f"{where} must name two different foreground classes (>= 1), not value {rule.value} "
+                            f"within {rule.within}; e.g. {{value: 2, within: 1, margin_mm: 5.0}}")
+        if rule.margin_mm < 0:
+            problems.append(f"{where}.margin_mm must be >= 0 mm, not {rule.margin_mm}")
+        if rule.value in seen:
+            problems.append(f"{where}: class {rule.value} has two inside rules; keep one")
+        seen.add(rule.value)
+    return problems
 
 
 def _slices_problems(cfg: RadsegConfig) -> list[str]:

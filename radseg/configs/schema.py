@@ -56,6 +56,9 @@ class AugmentConfig:
     class_ratios: Union[list[float], None] = None
     num_samples: int = 2
     flip_prob: float = 0.5
+    #: spatial axes (0 = x, 1 = y, 2 = z of the RAS grid) each flipped with ``flip_prob``; test-time
+    #: mirroring (``predict --tta``, ``inference.mirror``) mirrors these axes only
+    flip_axes: list[int] = field(default_factory=lambda: [0, 1, 2])
     rotate90_prob: float = 0.0
     intensity_shift: float = 0.1
     intensity_scale: float = 0.1
@@ -71,7 +74,7 @@ class CacheConfig:
     mode: Literal["ram", "disk", "none"] = "ram"
     #: RAM cache budget in GiB: as many cases as fit are cached, the rest load per epoch
     ram_budget_gb: float = 4.0
-    #: disk cache folder; None means ".radseg-cache" in the current directory
+    #: disk cache folder; None means $RADSEG_CACHE_DIR, else ".radseg-cache" in the current directory
     cache_dir: Union[str, None] = None
     #: dtype of cached images after normalisation (labels are always uint8)
     image_dtype: Literal["float16", "float32"] = "float16"
@@ -115,6 +118,16 @@ class TrainConfig:
 
 
 @dataclass
+class InsideRule:
+    """Predicted components of class ``value`` farther than ``margin_mm`` from class ``within`` are
+    removed (radseg plan sets one where every training label holds ``value`` only in or beside ``within``)."""
+
+    value: int
+    within: int
+    margin_mm: float = 5.0
+
+
+@dataclass
 class InferenceConfig:
     """Sliding-window inference, shared by validation and prediction."""
 
@@ -130,6 +143,10 @@ class InferenceConfig:
     #: one value per class, background first: predicted components under this many mL are removed
     #: (their voxels take the label around them); empty: none removed
     min_component_ml: list[float] = field(default_factory=list)
+    #: structure learned from the labels, applied after the two above (so an organ is cleaned first):
+    #: e.g. ``[{value: 2, within: 1, margin_mm: 5.0}]`` removes tumour components farther than 5 mm
+    #: from the liver (their voxels take the label around them); empty: none removed by position
+    inside: list[InsideRule] = field(default_factory=list)
 
 
 @dataclass

@@ -268,6 +268,10 @@ def _divisor_problems(roi: list[int], divisor: tuple[int, ...], min_size: int) -
     return problems
 
 
+#: (network, roi_size, receptive field) already warned about in this process
+_RECEPTIVE_FIELD_WARNED: set[tuple] = set()
+
+
 def _warn_if_below_receptive_field(entry: NetworkEntry, params: Any, roi: list[int], spacing: Any) -> None:
     from radseg.networks.receptive_field import analytic_receptive_field
 
@@ -275,6 +279,10 @@ def _warn_if_below_receptive_field(entry: NetworkEntry, params: Any, roi: list[i
         return
     rf = analytic_receptive_field(entry, params)
     if any(r < f for r, f in zip(roi, rf)):
+        said = (entry.name, tuple(roi), tuple(rf))
+        if said in _RECEPTIVE_FIELD_WARNED:  # the CLI, fit and predict check the same patch: say it once
+            return
+        _RECEPTIVE_FIELD_WARNED.add(said)
         mm = f" ({', '.join(f'{f * s:.0f}' for f, s in zip(rf, spacing))} mm)" if spacing else ""
         logger.warning(
             "roi_size %s is smaller than the receptive field of %s, %s voxels%s: the network sees less context "

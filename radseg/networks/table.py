@@ -11,6 +11,7 @@ from radseg.networks.flops import count_gflops
 from radseg.networks.receptive_field import analytic_receptive_field, empirical_receptive_field
 from radseg.configs.schema import NetworkConfig
 from radseg.networks.registry import NetworkEntry, build_network, get_entry, list_networks, resolve_params
+from radseg.pipeline.core.progress import progress_bar
 
 #: FLOPs are counted on one patch of this size
 FLOP_PATCH = {3: (96, 96, 96), 2: (256, 256)}
@@ -36,7 +37,8 @@ class NetworkRow:
 
 def network_rows(names: Sequence[str] | None = None) -> list[NetworkRow]:
     """Measure every registered network (or ``names``) with default params, one input channel, 2 classes."""
-    return [_row(get_entry(name)) for name in (names or list_networks())]
+    names = list(names or list_networks())
+    return [_row(get_entry(name)) for name in progress_bar(names, desc="networks", unit="network", leave=False)]
 
 
 def _row(entry: NetworkEntry) -> NetworkRow:

@@ -14,7 +14,6 @@ from pathlib import Path
 from typing import Any, Union
 
 import numpy as np
-from tqdm import tqdm
 
 from radseg import keys
 from radseg.atomic import write_text_atomic
@@ -23,6 +22,7 @@ from radseg.errors import ConfigError, DataError
 from radseg.transforms.intensity_samples import foreground_samples
 from radseg.transforms.io import read_header
 from radseg.transforms.object_stats import label_objects, median_foreground_box, summarize_objects
+from radseg.pipeline.core.progress import progress_bar
 
 logger = logging.getLogger(__name__)
 
@@ -146,7 +146,7 @@ def compute_fingerprint(datalist: Sequence[dict], modality: str, *, seed: int = 
     modality = _canonical_modality(modality)
     rng = np.random.default_rng(seed)
     spacings, shapes, case_ids, samples, label_stats, num_channels = [], [], [], [], [], 1
-    for index, case in enumerate(tqdm(datalist, desc="fingerprint", unit="case", disable=not progress)):
+    for index, case in enumerate(progress_bar(datalist, desc="fingerprint", unit="case", disable=not progress)):
         image_paths = _channel_paths(case[keys.IMAGE])
         spacing, shape, num_channels = _ras_spacing_and_shape(image_paths)
         spacings.append(spacing)

@@ -163,7 +163,7 @@ def build_augment_transforms(augment_cfg: AugmentConfig, roi_size: Sequence[int]
     both = [keys.IMAGE, keys.LABEL]
     chain = [_sampler(augment_cfg, roi_size, num_classes), SpatialPadd(both, spatial_size=roi_size),
              CastToTyped(keys.IMAGE, dtype=torch.float32)]
-    chain += [RandFlipd(both, prob=augment_cfg.flip_prob, spatial_axis=axis) for axis in range(3)]
+    chain += [RandFlipd(both, prob=augment_cfg.flip_prob, spatial_axis=axis) for axis in augment_cfg.flip_axes]
     if augment_cfg.rotate90_prob > 0:
         if roi_size[0] != roi_size[1]:
             raise ConfigError(f"augment.rotate90_prob > 0 needs a square in-plane roi_size, not "

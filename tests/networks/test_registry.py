@@ -126,3 +126,16 @@ def test_network_table_lists_receptive_fields_and_flops():
     assert cnn[4] == "35" and cnn[5] == "35x35x70" and cnn[6] == "1"
     assert float(cnn[7]) > 0
     assert "GFLOPs" in table and "96^3" in table
+
+
+def test_the_receptive_field_warning_is_given_once_per_patch(caplog):
+    """`radseg train` checks the patch in the CLI and again in fit: one warning, not two."""
+    from radseg.cli import _load_checked_config
+    from radseg.pipeline.train.run_checks import check_segmentation_network
+
+    with caplog.at_level(logging.WARNING, logger="radseg.networks.registry"):
+        cfg = _load_checked_config("demo", [])
+        check_segmentation_network(cfg)
+        check_roi_size("unet3d", None, [64, 64, 64])  # another patch: its own warning
+    warned = [r.args[0] for r in caplog.records if "smaller than the receptive field" in r.getMessage()]
+    assert warned == [[64, 64, 32], [64, 64, 64]]

@@ -7,6 +7,7 @@ are converted to that form by :func:`capture_rng_state` and back by :func:`resto
 
 from __future__ import annotations
 
+import logging
 import random
 from pathlib import Path
 from typing import Any
@@ -17,6 +18,7 @@ import torch
 from radseg.atomic import atomic_path
 from radseg.errors import DataError
 
+logger = logging.getLogger(__name__)
 
 #: what a run folder holds: the full training state, and the weights inference loads
 LAST = "last.pt"
@@ -44,13 +46,15 @@ def save_checkpoint(path: str | Path, state: dict[str, Any]) -> Path:
 def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") -> dict[str, Any]:
     """Read a checkpoint with ``weights_only=True``.
 
+    Args:
+        path: a checkpoint file, or a run folder (see :func:`resolve_checkpoint`).
+        map_location: where the tensors land.
+
     Raises:
         DataError: the file is missing, truncated or holds objects other than tensors and
             plain containers.
     """
-    path = Path(path)
-    if not path.is_file():
-        raise DataError(f"checkpoint {path} does not exist; check the run folder or train first")
+    path = resolve_checkpoint(path)
     try:
         return torch.load(path, map_location=map_location, weights_only=True)
     except Exception as err:  # torch raises several types for torn or foreign files
@@ -59,6 +63,45 @@ def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") 
             f"{_first_line(err)}); "
             "it may be damaged or written by another tool"
         ) from err
+
+
+def resolve_checkpoint(path: str | Path) -> Path:
+    """The checkpoint file that ``--model`` names: the file itself, or a run folder's checkpoint.
+
+    A run folder gives its ``best.pt`` (the best validated epoch), else its ``last.pt`` (the latest
+    epoch, with a warning), as nnU-Net and MONAI bundles take a folder.
+
+    Args:
+        path: a ``.pt`` file or a run folder.
+
+    Returns:
+        The checkpoint file.
+
+    Raises:
+        DataError: the path does not exist, or the folder holds neither ``best.pt`` nor ``last.pt``.
+    """
+    path = Path(path)
+    if path.is_dir():
+        for name in (BEST, LAST):
+            if (path / name).is_file():
+                if name == LAST:
+                    logger.warning("run folder %s has no %s; using %s (the latest epoch, not the best "
+                                   "validated one)", path, BEST, LAST)
+                return path / name
+        raise DataError(f"run folder {path} holds no {BEST} or {LAST} ({_other_checkpoints(path)}); "
+                        "expected the folder radseg train wrote, or a checkpoint file; fix: pass the run "
+                        f"folder itself or its {BEST}")
+    if not path.is_file():
+        raise DataError(f"checkpoint {path} does not exist; check the run folder or train first")
+    return path
+
+
+def _other_checkpoints(folder: Path) -> str:
+    """The .pt files in ``folder`` and its sub-folders' best.pt, as a hint ("found: ..." or "no .pt file")."""
+    found = sorted(p.relative_to(folder).as_posix() for p in [*folder.glob("*.pt"), *folder.glob(f"*/{BEST}")])
+    if not found:
+        return "no .pt file in it"
+    return "found: " + ", ".join(found[:5]) + (f" and {len(found) - 5} more" if len(found) > 5 else "")
 
 
 def _first_line(err: Exception) -> str:

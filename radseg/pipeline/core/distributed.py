@@ -53,17 +53,48 @@ class DistInfo:
         return self.world_size > 1
 
 
-def pick_device(setting: str = "auto", local_rank: int = 0) -> torch.device:
+def pick_device(setting: str = "auto", local_rank: int = 0, name: str = "train.device") -> torch.device:
     """The training device for ``train.device``: ``auto`` (CUDA when present), ``cpu`` or ``cuda``.
+
+    Args:
+        setting: "auto", "cpu" or "cuda".
+        local_rank: picks the GPU under ``torchrun``.
+        name: where the setting came from (``train.device``, ``--device``), for the error.
 
     Raises:
         ConfigError: ``cuda`` is asked for but no GPU is visible.
     """
+    require_device(setting, name)
     if setting == "cpu" or (setting == "auto" and not torch.cuda.is_available()):
         return torch.device("cpu")
-    if not torch.cuda.is_available():
-        raise ConfigError("train.device is 'cuda' but no CUDA GPU is visible; set train.device=cpu or auto")
     return torch.device("cuda", local_rank % torch.cuda.device_count())
+
+
+def require_device(setting: str, name: str = "train.device") -> None:
+    """Refuse ``cuda`` where no GPU is visible, naming the flag or setting the user gave.
+
+    Raises:
+        ConfigError: ``setting`` is "cuda" but ``torch.cuda.is_available()`` is False.
+    """
+    if setting == "cuda" and not torch.cuda.is_available():
+        given = f"{name} cuda" if name.startswith("--") else f"{name}=cuda"
+        fix = f"{name} cpu or {name} auto" if name.startswith("--") else f"{name}=cpu or {name}=auto"
+        raise ConfigError(f"{given} asks for a GPU, but no CUDA GPU is visible here (torch.cuda.is_available() "
+                          f"is False); pass {fix}, or run where a GPU is")
+
+
+def describe_device(device: torch.device | str) -> str:
+    """``cpu (2 threads)`` or ``cuda:0 (NVIDIA H100 80GB HBM3)``: the device a network runs on."""
+    device = torch.device(device)
+    if device.type == "cuda":
+        index = device.index if device.index is not None else torch.cuda.current_device()
+        return f"cuda:{index} ({torch.cuda.get_device_name(index)})"
+    return f"{device.type} ({torch.get_num_threads()} threads)"
+
+
+def log_device(device: torch.device | str) -> None:
+    """Log, at INFO, the device a command runs its network on (call it once per command)."""
+    logger.info("device: %s", describe_device(device))
 
 
 def init_distributed(device_setting: str = "auto") -> DistInfo:

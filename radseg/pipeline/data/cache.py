@@ -8,12 +8,19 @@ augmentation) runs every epoch on the cached result.
 * ``disk``: a ``PersistentDataset`` whose entries are keyed by the source files, the preprocessing
   settings and the radseg/MONAI versions (:mod:`radseg.pipeline.data.cache_keys`). A damaged entry is
   rebuilt with a warning; entries are written atomically, so all DDP ranks can share one folder.
+
+``radseg cache`` (:func:`build_cache_for_dataset`) fills the disk folder whatever ``cache.mode`` says
+(a RAM cache would end with the command) and stores the dataset's fingerprint there; training then
+reads both: a RAM cache fills itself from the disk entries it finds instead of preprocessing again.
+The folder is ``cache.cache_dir``, else ``$RADSEG_CACHE_DIR``, else ``./.radseg-cache``.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 import logging
+import os
 import time
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
@@ -24,7 +31,6 @@ import numpy as np
 import torch
 from torch.utils.data import WeightedRandomSampler
 from monai.data import CacheDataset, DataLoader, Dataset, list_data_collate
-from tqdm import tqdm
 
 from radseg.configs.schema import CacheConfig, RadsegConfig
 from radseg.errors import ConfigError
@@ -32,21 +38,43 @@ from radseg.pipeline.data.cache_keys import (
     datalist_digest, describe_cached_steps, estimate_case_bytes, item_key, settings_digest,
 )
 from radseg.pipeline.data.datalist import discover_dataset, to_datalist
-from radseg.pipeline.data.persistent_cache import SafePersistentDataset
+from radseg.pipeline.data.persistent_cache import DiskBackedCacheDataset, SafePersistentDataset
 from radseg.transforms.fingerprint import compute_fingerprint, load_fingerprint, resolve_preprocess, save_fingerprint
 from radseg.transforms.preprocess import build_preprocess_transforms
+from radseg.pipeline.core.progress import progress_bar, terminal_progress
 
 logger = logging.getLogger(__name__)
 
 GIB = 2**30
-#: the disk cache folder when ``cache.cache_dir`` is not set
+#: the disk cache folder when neither ``cache.cache_dir`` nor :data:`CACHE_DIR_ENV` is set
 DEFAULT_CACHE_DIR = ".radseg-cache"
+#: environment variable naming the disk cache folder (as nnU-Net's ``nnUNet_preprocessed``)
+CACHE_DIR_ENV = "RADSEG_CACHE_DIR"
 _ITEMSIZE = {"float16": 2, "float32": 4}
 
 
 def resolve_cache_dir(cache_cfg: CacheConfig) -> Path:
-    """The cache folder: ``cache.cache_dir``, or ``.radseg-cache`` in the current directory."""
-    return Path(cache_cfg.cache_dir or DEFAULT_CACHE_DIR).absolute()
+    """The cache folder: ``cache.cache_dir``, else ``$RADSEG_CACHE_DIR``, else ``.radseg-cache`` here."""
+    return Path(cache_cfg.cache_dir or os.environ.get(CACHE_DIR_ENV) or DEFAULT_CACHE_DIR).absolute()
+
+
+def _writable_cache_dir(cache_cfg: CacheConfig) -> Path:
+    """:func:`resolve_cache_dir`, refused when a file stands where the folder should be.
+
+    Raises:
+        ConfigError: the cache folder is a file.
+    """
+    folder = resolve_cache_dir(cache_cfg)
+    if folder.exists() and not folder.is_dir():
+        raise ConfigError(f"the cache folder {folder} (cache.cache_dir, else ${CACHE_DIR_ENV}, else "
+                          f"./{DEFAULT_CACHE_DIR}) is a file; move it away or set cache.cache_dir to a folder")
+    return folder
+
+
+def _entry_key(settings: Mapping[str, Any], transform: Any):
+    """``hash_func`` of the disk entries: the source files, ``settings`` and the cached steps."""
+    keyed = {"settings": dict(settings), "cached_steps": describe_cached_steps(transform)}
+    return functools.partial(item_key, settings_hash=settings_digest(keyed))
 
 
 def build_dataset(
@@ -80,11 +108,10 @@ def build_dataset(
     if cache_cfg.mode == "none":
         return Dataset(datalist, transform)
     if cache_cfg.mode == "disk":
-        cache_dir = resolve_cache_dir(cache_cfg) / "entries"
-        keyed = {"settings": dict(settings), "cached_steps": describe_cached_steps(transform)}
-        hash_func = functools.partial(item_key, settings_hash=settings_digest(keyed))
+        cache_dir = _writable_cache_dir(cache_cfg) / "entries"
         logger.info("disk cache of %d cases in %s", len(datalist), cache_dir)
-        return SafePersistentDataset(datalist, transform, cache_dir=cache_dir, hash_func=hash_func)
+        return SafePersistentDataset(datalist, transform, cache_dir=cache_dir,
+                                     hash_func=_entry_key(settings, transform))
     if cache_cfg.mode == "ram":
         return _build_ram_dataset(datalist, transform, cache_cfg, settings, budget_bytes_per_case, progress)
     raise ConfigError(f"cache.mode must be 'ram', 'disk' or 'none', not {cache_cfg.mode!r}")
@@ -101,9 +128,16 @@ def _build_ram_dataset(datalist, transform, cache_cfg, settings, bytes_per_case,
         if estimated + size > budget:
             break
         cache_num, estimated = cache_num + 1, estimated + size
-    dataset = CacheDataset(
-        datalist, transform, cache_num=cache_num, num_workers=max(1, cache_cfg.num_workers), progress=progress
-    )
+    options = {"cache_num": cache_num, "num_workers": max(1, cache_cfg.num_workers),
+               "progress": terminal_progress(progress)}  # MONAI's own bar: on a terminal only
+    entries = resolve_cache_dir(cache_cfg) / "entries"
+    if entries.is_dir():  # `radseg cache` filled it: load its entries instead of preprocessing again
+        dataset = DiskBackedCacheDataset(datalist, transform, entries=entries,
+                                         hash_func=_entry_key(settings, transform), **options)
+        logger.info("RAM cache: %d of %d cases loaded from the disk cache %s", dataset.loaded_from_disk,
+                    cache_num, entries)
+    else:
+        dataset = CacheDataset(datalist, transform, **options)
     sizes = cached_bytes(dataset)
     logger.info(
         "RAM cache: %d of %d cases fit in %.2f GiB (estimated %.1f MiB); cached %.1f MiB, %.1f MiB per case",
@@ -227,10 +261,12 @@ class CacheSummary:
 
 
 def build_cache_for_dataset(dataset_path: str | Path, cfg: RadsegConfig) -> CacheSummary:
-    """Fingerprint a dataset, resolve its preprocessing and fill the cache (``radseg cache``).
+    """Fingerprint a dataset, resolve its preprocessing and fill the disk cache (``radseg cache``).
 
-    The fingerprint is stored in the cache folder (never in the user's dataset), in a subfolder
-    keyed by the dataset's files and modality, and reused while they are unchanged.
+    The entries go to the disk cache folder (:func:`resolve_cache_dir`) whatever ``cache.mode``
+    says: training reads them in both modes (``ram`` fills its RAM cache from them). The
+    fingerprint is stored there too (never in the user's dataset), in a subfolder keyed by the
+    dataset's files and modality, and reused (by training too) while they are unchanged.
 
     Args:
         dataset_path: dataset folder or CSV (see :func:`radseg.pipeline.data.datalist.discover_dataset`).
@@ -244,19 +280,21 @@ def build_cache_for_dataset(dataset_path: str | Path, cfg: RadsegConfig) -> Cach
         ConfigError: a setting cannot be resolved (e.g. unknown modality with "auto" settings).
     """
     start = time.perf_counter()
+    disk = dataclasses.replace(cfg.cache, mode="disk")
+    _writable_cache_dir(disk)
     spec = discover_dataset(dataset_path)
     datalist = to_datalist(spec.training)
     modality = spec.modality if cfg.data.modality == "auto" else cfg.data.modality
     resolved, fingerprint_path = _resolve_for_dataset(spec.name, datalist, modality, cfg)
     transform = build_preprocess_transforms(resolved, with_label=True, image_dtype=cfg.cache.image_dtype)
     settings = preprocess_settings(resolved, cfg.cache.image_dtype)
-    dataset = build_dataset(datalist, transform, cfg.cache, settings=settings)
-    sizes = _fill(dataset, cfg.cache)
+    dataset = build_dataset(datalist, transform, disk, settings=settings)
+    sizes = _fill(dataset, disk)
     return CacheSummary(
         dataset=spec.name, root=str(spec.root), layout=spec.layout, modality=resolved.modality,
         num_cases=len(datalist), target_spacing=tuple(resolved.target_spacing), ct_window=resolved.ct_window,
         normalization="zscore" if resolved.modality != "CT" else resolved.ct_normalization,
-        mode=cfg.cache.mode, where=_where(cfg.cache),
+        mode=disk.mode, where=_where(disk),
         cached_cases=len(sizes), bytes_per_case=sizes, seconds=time.perf_counter() - start,
         fingerprint_path=str(fingerprint_path),
     )
@@ -273,11 +311,16 @@ def preprocess_settings(resolved: Any, image_dtype: str) -> dict[str, Any]:
     return {**resolved.to_dict(), "image_dtype": image_dtype}
 
 
-def _resolve_for_dataset(name: str, datalist: list[dict], modality: str, cfg: RadsegConfig) -> tuple[Any, Path]:
-    """Load (or compute and save) the fingerprint in the cache folder, then resolve preprocessing."""
+def stored_fingerprint_path(name: str, datalist: list[dict], modality: str, cache_cfg: CacheConfig) -> Path:
+    """Where ``radseg cache`` keeps a dataset's fingerprint: a subfolder keyed by its files and modality."""
     slug = "".join(c if c.isalnum() or c in "-_" else "-" for c in name) or "dataset"
     digest = datalist_digest(datalist, extra={"modality": modality})[:12]
-    path = resolve_cache_dir(cfg.cache) / "datasets" / f"{slug}-{digest}" / "fingerprint.json"
+    return resolve_cache_dir(cache_cfg) / "datasets" / f"{slug}-{digest}" / "fingerprint.json"
+
+
+def _resolve_for_dataset(name: str, datalist: list[dict], modality: str, cfg: RadsegConfig) -> tuple[Any, Path]:
+    """Load (or compute and save) the fingerprint in the cache folder, then resolve preprocessing."""
+    path = stored_fingerprint_path(name, datalist, modality, cfg.cache)
     if path.is_file():
         fingerprint = load_fingerprint(path)
         logger.info("reusing fingerprint %s", path)
@@ -297,4 +340,4 @@ def _fill(dataset: Dataset, cache_cfg: CacheConfig) -> list[int]:
     workers = max(1, cache_cfg.num_workers)
     with ThreadPoolExecutor(workers) as pool:
         items = pool.map(lambda index: _nbytes(dataset[index]), range(len(dataset)))
-        return list(tqdm(items, total=len(dataset), desc="caching", unit="case"))
+        return list(progress_bar(items, total=len(dataset), desc="caching", unit="case"))

@@ -14,7 +14,6 @@ from typing import Any
 
 import numpy as np
 import SimpleITK as sitk
-from tqdm import tqdm
 
 from radseg.errors import DataError
 from radseg.pipeline.data import datalist
@@ -23,6 +22,7 @@ from radseg.pipeline.data.voxel_stats import content_digest, count_non_finite, u
 from radseg.transforms.dicom import IRREGULAR_FIX, irregular_reason
 from radseg.transforms.grid import grid_differences
 from radseg.transforms.io import list_dicom_series, read_header, read_image
+from radseg.pipeline.core.progress import progress_bar
 
 logger = logging.getLogger(__name__)
 
@@ -56,7 +56,7 @@ def check_dataset(path: str | Path, *, tolerance: float = 1e-3) -> DataReport:
     cases = list(spec.training) + list(spec.test)
     context = _Context(Path(spec.root), dict(spec.labels), len(spec.channel_names), tolerance)
     report = DataReport(root=Path(spec.root), num_cases=len(cases))
-    for case in tqdm(cases, desc="checking cases", unit="case", leave=False):
+    for case in progress_bar(cases, desc="checking cases", unit="case", leave=False):
         report.problems.extend(_check_case(case, context))
     logger.info("%s in %s", report.summary(), spec.root)
     return report

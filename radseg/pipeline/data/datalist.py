@@ -52,8 +52,20 @@ def discover_dataset(path: str | Path, *, check_files: bool = True) -> DatasetSp
         fix = (f"fix the paths in {path} (they are relative to its folder)" if spec.layout == "csv"
                else "restore the files or remove their entries from dataset.json")
         _check_files(spec.training + spec.test, fix)
-    logger.info("dataset %s (%s): %d training, %d test cases", spec.name, spec.layout, len(spec.training), len(spec.test))
+    _announce(spec)
     return spec
+
+
+#: datasets (root, layout, case counts) already announced in this process
+_ANNOUNCED: set[tuple] = set()
+
+
+def _announce(spec: DatasetSpec) -> None:
+    """Log what was found once per process: a training run discovers its dataset at every check."""
+    seen = (str(spec.root), spec.layout, len(spec.training), len(spec.test))
+    log = logger.debug if seen in _ANNOUNCED else logger.info
+    _ANNOUNCED.add(seen)
+    log("dataset %s (%s): %d training, %d test cases", spec.name, spec.layout, len(spec.training), len(spec.test))
 
 
 def to_datalist(cases: list[Case]) -> list[dict]:

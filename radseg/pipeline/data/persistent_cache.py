@@ -1,4 +1,5 @@
-"""The disk cache's dataset: MONAI's ``PersistentDataset`` made safe to share and to damage.
+"""The disk cache's datasets: MONAI's ``PersistentDataset`` made safe to share and to damage, and a
+RAM cache that fills itself from the disk entries ``radseg cache`` wrote.
 
 Entries are keyed by :mod:`radseg.pipeline.data.cache_keys`; a damaged entry (garbage, truncated,
 empty, wrong content) is deleted, rebuilt and logged as a warning, never an exception; entries are
@@ -9,12 +10,13 @@ none.
 from __future__ import annotations
 
 import logging
+import threading
 from copy import deepcopy
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Any, Callable, Mapping
 
 import torch
-from monai.data import PersistentDataset
+from monai.data import CacheDataset, PersistentDataset
 from monai.utils import convert_to_tensor
 
 from radseg.atomic import atomic_path
@@ -44,6 +46,37 @@ class SafePersistentDataset(PersistentDataset):
         result = convert_to_tensor(result, convert_numeric=False, track_meta=self.track_meta)
         _write_entry(entry, result, self.pickle_protocol)
         return result
+
+
+class DiskBackedCacheDataset(CacheDataset):
+    """MONAI's ``CacheDataset`` whose cases come from the disk entries where present (read only).
+
+    A case without a usable entry is preprocessed as usual; every cached case is held as plain
+    tensors, as the disk entries are, so the random tail sees one kind of item.
+
+    Args:
+        data, transform, **kwargs: as ``CacheDataset``.
+        entries: the folder of disk entries (``<cache folder>/entries``).
+        hash_func: the entries' key function (as the disk cache's).
+    """
+
+    def __init__(self, data, transform, *, entries: Path, hash_func: Callable[[Any], bytes], **kwargs) -> None:
+        self.entries, self.entry_hash = Path(entries), hash_func
+        #: how many cases came from disk entries
+        self.loaded_from_disk = 0
+        self._count_lock = threading.Lock()  # CacheDataset fills its cache from a thread pool
+        super().__init__(data, transform, **kwargs)
+
+    def _load_cache_item(self, idx: int) -> Any:
+        item = self.data[idx]
+        entry = self.entries / f"{self.entry_hash(item).decode('utf-8')}.pt"
+        if entry.is_file():
+            cached = _load_entry(entry, case_id_of(item))
+            if cached is not None:
+                with self._count_lock:
+                    self.loaded_from_disk += 1
+                return cached
+        return convert_to_tensor(super()._load_cache_item(idx), convert_numeric=False, track_meta=False)
 
 
 def _load_entry(entry: Path, case_id: str) -> Any:

@@ -17,11 +17,11 @@ import time
 from pathlib import Path
 
 import nibabel as nib
-from tqdm import tqdm
 
 from radseg.errors import DataError
 from radseg.pipeline.data.phantom_anatomy import make_phantom_case  # noqa: F401 - public here too
 from radseg.pipeline.data.phantom_profiles import check_profile, make_profile_case
+from radseg.pipeline.core.progress import progress_bar
 
 logger = logging.getLogger(__name__)
 
@@ -47,9 +47,11 @@ def write_phantom_dataset(
         seed: the same seed writes byte-identical files.
         num_test: number of test cases (indices after the training cases).
         overwrite: replace an existing phantom dataset at ``out``.
-        profile: ``"abdomen"`` (a 120-160 mm slab, fast) or ``"chest-pelvis"`` (180-300 mm from the
-            lungs to the pelvis, distractors of liver-like HU, 6-22 mm tumours, oblique cases); see
-            :mod:`radseg.pipeline.data.phantom_profiles`.
+        profile: ``"abdomen"`` (a 120-160 mm slab, fast), ``"chest-pelvis"`` (180-300 mm from the
+            lungs to the pelvis, distractors of liver-like HU, 6-22 mm tumours, oblique cases) or
+            ``"irregular"`` (a second family held out from tuning: lobulated hypo- and hyperdense
+            lesions, look-alike organs, correlated noise, 1-5 mm slices, cut livers, flipped and oblique
+            scans); see :mod:`radseg.pipeline.data.phantom_profiles`.
 
     Returns:
         The dataset folder.
@@ -135,7 +137,7 @@ def _write_all(root: Path, num_cases: int, seed: int, num_test: int, profile: st
     for sub in _SUBFOLDERS:
         (root / sub).mkdir()
     training, test = [], []
-    for index in tqdm(range(num_cases + num_test), desc="phantom", unit="case", leave=False):
+    for index in progress_bar(range(num_cases + num_test), desc="phantom", unit="case", leave=False):
         name = f"phantom_{index:03d}.nii.gz"
         is_train = index < num_cases
         image_dir, label_dir = ("imagesTr", "labelsTr") if is_train else ("imagesTs", "labelsTs")

@@ -10,6 +10,9 @@ also be tuned on, so that no setting fits one easy geometry only:
 * 0-3 tumours of 6-22 mm radius, 25-45 HU darker than the liver; noise of 8-22 HU;
 * about a third of the cases oblique: the scanner axes rotated 5-20 degrees from the patient's.
 
+``irregular`` is a second, independently written family held out from tuning (no planner rule is read
+off it): :mod:`radseg.pipeline.data.phantom_irregular`.
+
 Each case is deterministic in ``(profile, seed, index)``, so the same seed writes the same bytes.
 """
 
@@ -23,9 +26,10 @@ from radseg.pipeline.data.phantom_anatomy import (
     FIELD_OF_VIEW_MM, ORIENTATIONS, _Anatomy, _Blob, _Field, _Grid, _rasterize, _sample_anatomy, _to_nifti,
     make_phantom_case,
 )
+from radseg.pipeline.data.phantom_irregular import make_irregular_case
 
 #: profile names accepted by ``radseg phantom --profile`` (the first is the default)
-PROFILES = ("abdomen", "chest-pelvis")
+PROFILES = ("abdomen", "chest-pelvis", "irregular")
 #: the chest-pelvis profile's field of view along z (mm), in-plane spacing and slice thickness
 LONG_FOV_MM = (180.0, 300.0)
 IN_PLANE_MM = (0.9, 1.1)
@@ -40,7 +44,8 @@ def check_profile(profile: str) -> str:
     """The profile name, or a DataError naming the valid ones."""
     if profile not in PROFILES:
         raise DataError(f"phantom profile must be one of {', '.join(PROFILES)}, not {profile!r}; "
-                        "pass --profile abdomen (fast, the default) or --profile chest-pelvis (harder)")
+                        "pass --profile abdomen (fast, the default), --profile chest-pelvis (harder) "
+                        "or --profile irregular (held-out family)")
     return profile
 
 
@@ -57,6 +62,8 @@ def make_profile_case(profile: str, seed: int, index: int) -> tuple[nib.Nifti1Im
     """
     if check_profile(profile) == "abdomen":
         return make_phantom_case(seed, index)
+    if profile == "irregular":
+        return make_irregular_case(seed, index)
     rng = np.random.default_rng([seed, index, PROFILES.index(profile)])
     anatomy = _chest_pelvis_anatomy(rng)
     grid = _long_grid(rng, anatomy.liver)

@@ -64,6 +64,7 @@ def evaluate_checkpoint(checkpoint: str | Path, datalist: list[dict], *, device:
     from radseg.pipeline.core.checkpoint import load_checkpoint
     from radseg.pipeline.core.distributed import pick_device
     from radseg.pipeline.predict.inference import resolve_amp
+    from radseg.pipeline.predict.mirroring import trained_mirror_axes
     from radseg.pipeline.evaluate.validate import validate
     from radseg.transforms.fingerprint import ResolvedPreprocess
     from radseg.transforms.preprocess import build_val_transforms
@@ -83,7 +84,8 @@ def evaluate_checkpoint(checkpoint: str | Path, datalist: list[dict], *, device:
     loader = DataLoader(Dataset(datalist, build_val_transforms(resolved)), batch_size=1, num_workers=0)
     with torch.no_grad():
         _, _, per_case = validate(network, loader, cfg.inference, cfg.train.roi_size, num_classes,
-                                  device=run_device, amp=resolve_amp(cfg.train.amp, run_device), progress=progress)
+                                  device=run_device, amp=resolve_amp(cfg.train.amp, run_device), progress=progress,
+                                  mirror_axes=trained_mirror_axes(cfg.augment))
     names = [label_names.get(i, str(i)) for i in range(1, num_classes)]
     return Evaluation(names, per_case)
 

@@ -14,7 +14,6 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from tqdm import tqdm
 
 from radseg.errors import DataError
 from radseg.pipeline.evaluate import outputs
@@ -23,6 +22,7 @@ from radseg.pipeline.evaluate.lesions import Lesion, match_lesions
 from radseg.pipeline.evaluate.loading import check_geometry, load_case
 from radseg.pipeline.evaluate.metrics import score_case
 from radseg.pipeline.evaluate.summary import BOOTSTRAP_RESAMPLES, BOOTSTRAP_SEED
+from radseg.pipeline.core.progress import progress_bar
 
 logger = logging.getLogger(__name__)
 
@@ -36,6 +36,7 @@ class CaseResult:
     lesions: dict[int, list[Lesion]] = field(default_factory=dict)
     resampled: bool = False
     has_probabilities: bool = False
+    probability_grid_checked: bool = True  # False: the map had no affine (.npy), only its shape was checked
 
 
 @dataclass
@@ -47,11 +48,17 @@ class EvaluationResult:
     files: list[Path]
 
     def __str__(self) -> str:
-        lines = [f"{'class':<14}{'n':>4}{'Dice':>8}{'95% CI':>16}{'HD95 mm':>9}{'NSD':>7}"]
+        lines = [f"{'class':<14}{'n':>4}{'Dice':>8}{'undef':>6}{'95% CI':>16}{'HD95 mm':>9}{'undef':>6}"
+                 f"{'NSD':>7}{'undef':>6}"]
         for name, metrics in self.summary["metrics"].items():
             d, h, s = metrics["dice"], metrics["hd95_mm"], metrics["surface_dice"]
-            lines.append(f"{name:<14}{d['n']:>4}{_f(d['mean']):>8}{_f(d['ci_low']) + '-' + _f(d['ci_high']):>16}"
-                         f"{_f(h['mean']):>9}{_f(s['mean']):>7}")
+            lines.append(f"{name:<14}{d['n']:>4}{_f(d['mean']):>8}{d['n_undefined']:>6}"
+                         f"{_f(d['ci_low']) + '-' + _f(d['ci_high']):>16}{_f(h['mean']):>9}{h['n_undefined']:>6}"
+                         f"{_f(s['mean']):>7}{s['n_undefined']:>6}")
+        lines.append("undef: cases where the metric is undefined (an empty mask), left out of the mean"
+                     + ("" if self.summary.get("worst_case_distances") else
+                        "; --worst-case-distances gives HD95/ASSD of a missed or spurious structure the volume's "
+                        "diagonal instead"))
         for name, lesion in self.summary.get("lesions", {}).items():
             lines.append(f"{name} lesions: {lesion['tp']} TP, {lesion['fn']} FN, {lesion['fp']} FP; sensitivity "
                          f"{_f(lesion['sensitivity'])}, precision {_f(lesion['precision'])}")
@@ -67,7 +74,7 @@ def evaluate_folder(pred: str | Path, truth: str | Path, output: str | Path, *, 
                     lesion_classes: tuple[str, ...] = (), tolerance_mm: float | str | dict | None = None,
                     resample: bool = False, overwrite: bool = False, min_overlap: float = 0.1,
                     resamples: int = BOOTSTRAP_RESAMPLES, seed: int = BOOTSTRAP_SEED, worst_cases: int = 3,
-                    progress: bool = True) -> EvaluationResult:
+                    worst_case_distances: bool = False, progress: bool = True) -> EvaluationResult:
     """Score every prediction against its truth and write the tables, summary and report.
 
     Args:
@@ -85,6 +92,9 @@ def evaluate_folder(pred: str | Path, truth: str | Path, output: str | Path, *, 
         resamples: bootstrap resamples for the confidence intervals.
         seed: the bootstrap's seed.
         worst_cases: cases per class shown with a quick-look image in the report.
+        worst_case_distances: where exactly one of prediction and truth is empty, give HD95 and
+            ASSD the diagonal of the volume's physical extent (mm) instead of leaving them undefined
+            (NaN, out of the mean; counted in ``n_undefined``).
         progress: show a progress bar over cases.
 
     Returns:
@@ -106,20 +116,22 @@ def evaluate_folder(pred: str | Path, truth: str | Path, output: str | Path, *, 
     if differing:
         logger.warning("resampling %d prediction(s) onto the truth grid (nearest neighbour): %s",
                        len(differing), ", ".join(differing))
-    results = _score_all(inputs, tolerances, lesion_ids, set(differing), min_overlap, progress)
+    results = _score_all(inputs, tolerances, lesion_ids, set(differing), min_overlap, progress, worst_case_distances)
     summary, files = outputs.write_outputs(output, inputs, results, tolerances, lesion_ids,
                                   min_overlap=min_overlap, resamples=resamples, seed=seed,
-                                  worst_cases=worst_cases, pred_dir=Path(pred), truth=Path(truth))
+                                  worst_cases=worst_cases, pred_dir=Path(pred), truth=Path(truth),
+                                  worst_case_distances=worst_case_distances)
     logger.info("evaluated %d cases in %.1f s", len(results), time.perf_counter() - start)
     return EvaluationResult(output, summary, files)
 
 
 def _score_all(inputs: EvaluationInputs, tolerances: dict[int, float], lesion_ids: tuple[int, ...],
-               differing: set[str], min_overlap: float, progress: bool) -> list[CaseResult]:
+               differing: set[str], min_overlap: float, progress: bool,
+               worst_case_distances: bool = False) -> list[CaseResult]:
     """Score every case; bad label values of all cases are reported together at the end."""
     classes = {index: name for index, name in inputs.labels.items() if index}
     results, problems = [], []
-    for pair in tqdm(inputs.pairs, desc="evaluate", unit="case", disable=not progress):
+    for pair in progress_bar(inputs.pairs, desc="evaluate", unit="case", disable=not progress):
         if pair.pred is None:
             results.append(CaseResult(pair.case_id, None))
             continue
@@ -129,12 +141,17 @@ def _score_all(inputs: EvaluationInputs, tolerances: dict[int, float], lesion_id
         except DataError as err:
             problems.append(str(err))
             continue
-        result = CaseResult(pair.case_id, score_case(case.pred, case.truth, case.spacing, classes, tolerances),
-                            resampled=pair.case_id in differing, has_probabilities=bool(case.probabilities))
+        scores = score_case(case.pred, case.truth, case.spacing, classes, tolerances,
+                            worst_case_distances=worst_case_distances)
+        result = CaseResult(pair.case_id, scores, resampled=pair.case_id in differing,
+                            has_probabilities=bool(case.probabilities),
+                            probability_grid_checked=case.probability_grid_checked)
         for cls in lesion_ids:
             result.lesions[cls] = match_lesions(case.pred == cls, case.truth == cls, case.affine,
                                                 min_overlap=min_overlap, probability=case.probabilities.get(cls))
         results.append(result)
+    if len(problems) == 1:  # one line, as every user error
+        raise DataError(f"{problems[0]} (nothing was written)")
     if problems:
         raise DataError(f"{len(problems)} case(s) cannot be scored (nothing was written):\n" + "\n".join(problems))
     return results

@@ -10,7 +10,8 @@ Rule (stated in summary.json, the report and the README):
 - a true lesion with a match is a true positive (TP), without one a false negative (FN); a
   predicted lesion without a match is a false positive (FP);
 - sensitivity = TP / true lesions; precision = matched predicted lesions / predicted lesions;
-  F1 = their harmonic mean;
+  F1 = their harmonic mean, 0 when there are true lesions but no predicted ones or the reverse
+  (NaN only with neither);
 - a true lesion's Dice is against the union of its matching predicted lesions (0 when missed); a
   predicted lesion's Dice is against the union of its matching true lesions (0 when spurious).
 """
@@ -153,8 +154,15 @@ class Detection:
 
     @property
     def f1(self) -> float:
+        """Harmonic mean of sensitivity and precision; 0 when only one side has lesions (all missed,
+        or all false), NaN only when there are neither true nor predicted lesions."""
+        total = self.true_positives + self.false_negatives
+        if total == 0 and self.predictions == 0:
+            return float("nan")
+        if total == 0 or self.predictions == 0:
+            return 0.0
         s, p = self.sensitivity, self.precision
-        return 2 * s * p / (s + p) if s + p > 0 else (0.0 if s == s and p == p else float("nan"))
+        return 2 * s * p / (s + p) if s + p > 0 else 0.0
 
 
 def detection(lesions: list[Lesion]) -> Detection:

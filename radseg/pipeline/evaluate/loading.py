@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -14,6 +15,8 @@ from radseg.pipeline.evaluate.geometry import GRID_TOLERANCE_MM, grid_difference
 from radseg.pipeline.evaluate.inputs import CasePair
 from radseg.transforms.io import array_to_image, read_header, read_image, sitk_affine_ras
 
+logger = logging.getLogger(__name__)
+
 
 @dataclass
 class LoadedCase:
@@ -24,6 +27,8 @@ class LoadedCase:
         spacing: mm per voxel along X, Y, Z.
         affine: voxel index -> world (RAS, mm).
         probabilities: ``{class index: (X, Y, Z) float32}`` for the classes asked for.
+        probability_grid_checked: False when the probability map carries no affine (``.npy``, or an
+            ``.npz`` without one), so only its shape could be checked.
     """
 
     pred: np.ndarray
@@ -31,6 +36,7 @@ class LoadedCase:
     spacing: tuple[float, float, float]
     affine: np.ndarray
     probabilities: dict[int, np.ndarray] = field(default_factory=dict)
+    probability_grid_checked: bool = True
 
 
 def check_geometry(pairs: list[CasePair], resample: bool) -> list[str]:
@@ -93,8 +99,8 @@ def load_case(pair: CasePair, num_classes: int, *, resample: bool = False,
     affine = sitk_affine_ras(truth_image)
     loaded = LoadedCase(pred, truth, tuple(float(s) for s in truth_image.GetSpacing()), affine)
     if pair.probabilities is not None and probability_classes:
-        loaded.probabilities = _probabilities(pair, probability_classes, num_classes, pred_affine,
-                                              truth_image if resample else None)
+        loaded.probabilities, loaded.probability_grid_checked = _probabilities(
+            pair, probability_classes, num_classes, pred_affine, truth_image if resample else None)
     return loaded
 
 
@@ -113,9 +119,21 @@ def _labels_of(image: sitk.Image, path: Path, num_classes: int) -> np.ndarray:
 
 
 def _probabilities(pair: CasePair, classes: tuple[int, ...], num_classes: int, pred_affine: np.ndarray,
-                   reference: sitk.Image | None) -> dict[int, np.ndarray]:
+                   reference: sitk.Image | None) -> tuple[dict[int, np.ndarray], bool]:
+    """The probability maps of ``classes``, and whether the map's grid could be checked (it had an affine)."""
     path = pair.probabilities
-    array = _read_probabilities(path, pred_affine)
+    array, affine = _read_probabilities(path)
+    if affine is not None and affine.shape != (4, 4):
+        raise DataError(f"case {pair.case_id}: probability map {path} holds an affine of shape {list(affine.shape)}; "
+                        "expected 4x4 (RAS, voxel index to mm); re-run radseg predict --probabilities")
+    if affine is None:
+        logger.warning("case %s: probability map %s has no affine, so only its shape can be checked against %s; "
+                       "write it as .npz with an 'affine' (radseg predict --probabilities does) or as NIfTI",
+                       pair.case_id, path.name, pair.pred.name)
+    elif np.abs(affine - pred_affine).max() > GRID_TOLERANCE_MM:
+        raise DataError(f"case {pair.case_id}: probability map {path} is not on the grid of its label map "
+                        f"{pair.pred}: {_grids(affine, pred_affine)}; re-run radseg predict --probabilities for "
+                        "this case, or remove the probability map")
     pred_shape = list(read_header(pair.pred).shape)
     if array.ndim != 4 or list(array.shape) != [num_classes, *pred_shape]:
         layout = "(X, Y, Z, C)" if path.name.endswith((".nii", ".nii.gz")) else "(C, X, Y, Z)"
@@ -130,24 +148,39 @@ def _probabilities(pair: CasePair, classes: tuple[int, ...], num_classes: int, p
         if reference is not None:
             channel = sitk.GetArrayFromImage(resample_to(array_to_image(channel, pred_affine), reference, linear=True)).T
         maps[cls] = channel
-    return maps
+    return maps, affine is not None
 
 
-def _read_probabilities(path: Path, pred_affine: np.ndarray) -> np.ndarray:
-    """The map channel first, ``(C, X, Y, Z)``, whatever its file format."""
+def _read_probabilities(path: Path) -> tuple[np.ndarray, np.ndarray | None]:
+    """The map channel first, ``(C, X, Y, Z)``, whatever its file format, and its RAS affine (None in a .npy)."""
     try:
         if path.suffix == ".npy":
-            return np.load(path, mmap_mode="r")
+            return np.load(path, mmap_mode="r"), None
         if path.suffix == ".npz":
             with np.load(path) as archive:
-                key = "probabilities" if "probabilities" in archive.files else archive.files[0]
-                return archive[key]
+                names = [name for name in archive.files if name not in ("affine", "class_names")]
+                key = "probabilities" if "probabilities" in archive.files else names[0]
+                affine = np.asarray(archive["affine"], dtype=np.float64) if "affine" in archive.files else None
+                return archive[key], affine
         image = nib.load(str(path))
         array = np.asanyarray(image.dataobj)
     except (OSError, ValueError, IndexError, EOFError) as err:
         raise DataError(f"cannot read probability map {path} ({err}); re-run radseg predict") from err
-    if np.abs(image.affine - pred_affine).max() > GRID_TOLERANCE_MM:
-        raise DataError(f"probability map {path} is not on the grid of its label map (affines differ); "
-                        "re-run radseg predict")
     array = array[:, :, :, 0] if array.ndim == 5 and array.shape[3] == 1 else array
-    return np.moveaxis(array, -1, 0) if array.ndim == 4 else array
+    return (np.moveaxis(array, -1, 0) if array.ndim == 4 else array), image.affine
+
+
+def _grids(affine: np.ndarray, pred_affine: np.ndarray) -> str:
+    """The two grids side by side: origin and spacing, and the direction when it differs (RAS, mm)."""
+    def describe(matrix: np.ndarray, with_direction: bool) -> str:
+        spacing = np.linalg.norm(matrix[:3, :3], axis=0)
+        text = f"origin {_fmt(matrix[:3, 3])} mm, spacing {_fmt(spacing)} mm"
+        return text + (f", direction {_fmt((matrix[:3, :3] / spacing).ravel())}" if with_direction else "")
+
+    turned = not np.allclose(affine[:3, :3] / np.linalg.norm(affine[:3, :3], axis=0),
+                             pred_affine[:3, :3] / np.linalg.norm(pred_affine[:3, :3], axis=0), atol=1e-4)
+    return f"map {describe(affine, turned)} vs label map {describe(pred_affine, turned)} (RAS)"
+
+
+def _fmt(values) -> str:
+    return "(" + ", ".join(f"{float(v):g}" for v in values) + ")"

@@ -2,7 +2,8 @@
 
 Dice per class (validation's score), and per case and class for evaluation: Dice, IoU, HD95, ASSD
 and normalised surface Dice in mm with the voxel spacing respected, volumes in mL and the volume
-error. The surface metrics follow MONAI's definitions (see :mod:`radseg.pipeline.evaluate.surface`).
+error. The surface metrics follow MONAI's definitions (see :mod:`radseg.pipeline.evaluate.surface`);
+the surface Dice is the area-weighted one of DeepMind (MONAI's ``use_subvoxels=True``).
 """
 
 from __future__ import annotations
@@ -12,8 +13,9 @@ import math
 import numpy as np
 import torch
 
+from radseg.pipeline.core.masks import bounding_box
 from radseg.pipeline.evaluate.surface import (
-    average_symmetric_surface_distance, hausdorff95, normalised_surface_dice, surface_distances,
+    average_symmetric_surface_distance, hausdorff95, normalised_surface_dice, surface_distances, surface_elements,
 )
 
 
@@ -49,6 +51,40 @@ EMPTY_CONVENTIONS = {
                                    "volume_error_rel are missing (NaN)",
     "missing prediction file": "the case gets rows with status 'missing' and no values in metrics.csv, "
                                "is listed under missing_predictions, and is left out of means and intervals",
+    "undefined values": "each summary gives n (cases with a value) and n_undefined (cases where the metric is "
+                        "missing); a mean over the defined cases alone flatters a model that misses structures",
+}
+
+#: the conventions that change with ``--worst-case-distances``
+WORST_CASE_CONVENTIONS = {
+    "prediction empty, truth not": "dice, iou and surface_dice are 0; hd95_mm and assd_mm are the worst case, "
+                                   "the diagonal of the volume's physical extent in mm (--worst-case-distances, "
+                                   "as Metrics Reloaded recommends)",
+    "truth empty, prediction not": "dice, iou and surface_dice are 0; hd95_mm and assd_mm are the worst case, the "
+                                   "diagonal of the volume's physical extent in mm (--worst-case-distances); "
+                                   "volume_error_rel is missing (NaN)",
+}
+
+
+def empty_conventions(worst_case_distances: bool = False) -> dict[str, str]:
+    """What each metric is for empty masks (:data:`EMPTY_CONVENTIONS`, updated for the worst-case option)."""
+    return {**EMPTY_CONVENTIONS, **(WORST_CASE_CONVENTIONS if worst_case_distances else {})}
+
+
+def volume_diagonal_mm(shape: tuple[int, ...], spacing: tuple[float, ...]) -> float:
+    """Diagonal (mm) of the volume's physical extent: ``sqrt(sum((shape * spacing)²))``, voxel faces to faces."""
+    return float(np.linalg.norm(np.asarray(shape, dtype=np.float64) * np.asarray(spacing, dtype=np.float64)))
+
+#: how the surface metrics are defined; written into summary.json and the report, stated in the README
+METRIC_DEFINITIONS = {
+    "hd95_mm": "the larger of the two directed 95th percentiles (linear interpolation) of the distances from each "
+               "surface voxel to the other mask's surface voxels, in mm, as MONAI's "
+               "compute_hausdorff_distance(percentile=95)",
+    "assd_mm": "the mean of both directions' surface-voxel distances pooled, in mm, as MONAI's "
+               "compute_average_surface_distance(symmetric=True)",
+    "surface_dice": "normalised surface Dice (Nikolov et al. 2021): the area of both surfaces within the class's "
+                    "tolerance of the other surface over their total area, with DeepMind's area-weighted surface "
+                    "elements, as MONAI's compute_surface_dice(use_subvoxels=True)",
 }
 
 #: the per-case, per-class metrics, in the column order of metrics.csv
@@ -68,7 +104,7 @@ def overlap_scores(pred: np.ndarray, truth: np.ndarray) -> tuple[float, float]:
 
 
 def class_metrics(pred: np.ndarray, truth: np.ndarray, spacing: tuple[float, ...],
-                  tolerance_mm: float) -> dict[str, float]:
+                  tolerance_mm: float, *, worst_case_distances: bool = False) -> dict[str, float]:
     """Every metric of :data:`CASE_METRICS` for one class of one case.
 
     Args:
@@ -76,20 +112,27 @@ def class_metrics(pred: np.ndarray, truth: np.ndarray, spacing: tuple[float, ...
         truth: true mask of the class, same shape and grid.
         spacing: mm per voxel along each axis (anisotropy respected).
         tolerance_mm: the surface-Dice tolerance for this class.
+        worst_case_distances: when exactly one mask is empty, give HD95 and ASSD the volume's
+            diagonal in mm (:func:`volume_diagonal_mm`) instead of NaN.
 
     Returns:
-        ``{metric: value}``; missing values are NaN (see :data:`EMPTY_CONVENTIONS`).
+        ``{metric: value}``; missing values are NaN (see :func:`empty_conventions`).
     """
     dice, iou = overlap_scores(pred, truth)
-    distances = surface_distances(pred, truth, spacing)
     voxel_ml = float(np.prod(spacing)) / 1000.0
     volume_pred = np.count_nonzero(pred) * voxel_ml
     volume_true = np.count_nonzero(truth) * voxel_ml
+    one_empty = (volume_pred > 0) != (volume_true > 0)
+    worst = volume_diagonal_mm(pred.shape, spacing) if worst_case_distances and one_empty else None
+    box = bounding_box(pred | truth, margin=1)  # found once: both surface computations run on the box
+    if box is not None:
+        pred, truth = pred[box], truth[box]
+    distances = surface_distances(pred, truth, spacing)
     return {
         "dice": dice, "iou": iou,
-        "hd95_mm": hausdorff95(distances),
-        "assd_mm": average_symmetric_surface_distance(distances),
-        "surface_dice": normalised_surface_dice(distances, tolerance_mm),
+        "hd95_mm": hausdorff95(distances) if worst is None else worst,
+        "assd_mm": average_symmetric_surface_distance(distances) if worst is None else worst,
+        "surface_dice": normalised_surface_dice(surface_elements(pred, truth, spacing, tolerance_mm), tolerance_mm),
         "volume_pred_ml": volume_pred, "volume_true_ml": volume_true,
         "volume_error_ml": volume_pred - volume_true,
         "volume_error_rel": (volume_pred - volume_true) / volume_true if volume_true else math.nan,
@@ -97,7 +140,7 @@ def class_metrics(pred: np.ndarray, truth: np.ndarray, spacing: tuple[float, ...
 
 
 def score_case(pred: np.ndarray, truth: np.ndarray, spacing: tuple[float, ...], classes: dict[int, str],
-               tolerance_mm: dict[int, float]) -> dict[int, dict[str, float]]:
+               tolerance_mm: dict[int, float], *, worst_case_distances: bool = False) -> dict[int, dict[str, float]]:
     """All metrics of every foreground class of one case.
 
     Args:
@@ -106,8 +149,10 @@ def score_case(pred: np.ndarray, truth: np.ndarray, spacing: tuple[float, ...], 
         spacing: mm per voxel along each axis.
         classes: ``{class index: name}`` of the classes to score (background excluded).
         tolerance_mm: surface-Dice tolerance per class index.
+        worst_case_distances: see :func:`class_metrics`.
 
     Returns:
         ``{class index: {metric: value}}``.
     """
-    return {cls: class_metrics(pred == cls, truth == cls, spacing, tolerance_mm[cls]) for cls in classes}
+    return {cls: class_metrics(pred == cls, truth == cls, spacing, tolerance_mm[cls],
+                               worst_case_distances=worst_case_distances) for cls in classes}

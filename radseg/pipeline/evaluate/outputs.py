@@ -16,7 +16,7 @@ from radseg.pipeline.core.quicklook import quicklook_png
 from radseg.pipeline.evaluate.inputs import EvaluationInputs
 from radseg.pipeline.evaluate.lesions import FROC_RATES, MATCHING_RULE, detection, froc
 from radseg.pipeline.evaluate.loading import load_case
-from radseg.pipeline.evaluate.metrics import CASE_METRICS, EMPTY_CONVENTIONS
+from radseg.pipeline.evaluate.metrics import CASE_METRICS, METRIC_DEFINITIONS, empty_conventions
 from radseg.pipeline.evaluate.report import render_report
 from radseg.pipeline.evaluate.summary import summarise
 from radseg.transforms.io import read_image
@@ -29,7 +29,8 @@ _BOX = ("box_min_x_mm", "box_min_y_mm", "box_min_z_mm", "box_max_x_mm", "box_max
 
 def write_outputs(output: Path, inputs: EvaluationInputs, results: list, tolerances: dict[int, float],
                   lesion_ids: tuple[int, ...], *, min_overlap: float, resamples: int, seed: int,
-                  worst_cases: int, pred_dir: Path, truth: Path) -> tuple[dict, list[Path]]:
+                  worst_cases: int, pred_dir: Path, truth: Path,
+                  worst_case_distances: bool = False) -> tuple[dict, list[Path]]:
     """Build every table, the summary and the report in memory, then write them (each atomically).
 
     Returns:
@@ -37,7 +38,8 @@ def write_outputs(output: Path, inputs: EvaluationInputs, results: list, toleran
     """
     names = {index: name for index, name in inputs.labels.items() if index}
     rows = metric_rows(results, names, tolerances)
-    summary = build_summary(rows, results, inputs, names, tolerances, lesion_ids, min_overlap, resamples, seed)
+    summary = build_summary(rows, results, inputs, names, tolerances, lesion_ids, min_overlap, resamples, seed,
+                            worst_case_distances)
     summary.update(pred=str(pred_dir), truth=str(truth))
     worst = _worst_pictures(rows, inputs, set(summary["resampled"]), worst_cases, len(inputs.labels))
     texts = {"metrics.csv": _csv(rows, ["case_id", "class_index", "class", "status", "resampled", "tolerance_mm",
@@ -80,8 +82,8 @@ def lesion_rows(results: list, names: dict[int, str]) -> list[dict]:
 
 def build_summary(rows: list[dict], results: list, inputs: EvaluationInputs, names: dict[int, str],
                   tolerances: dict[int, float], lesion_ids: tuple[int, ...], min_overlap: float,
-                  resamples: int, seed: int) -> dict:
-    """The content of ``summary.json``."""
+                  resamples: int, seed: int, worst_case_distances: bool = False) -> dict:
+    """The content of ``summary.json`` (each metric's summary has ``n`` and ``n_undefined``)."""
     metrics = {name: {metric: summarise([r[metric] for r in rows if r["class"] == name and r["status"] == "scored"],
                                         resamples=resamples, seed=seed).as_dict()
                       for metric in CASE_METRICS} for name in names.values()}
@@ -92,7 +94,9 @@ def build_summary(rows: list[dict], results: list, inputs: EvaluationInputs, nam
         "resampled": [r.case_id for r in results if r.resampled],
         "labels": {str(k): v for k, v in inputs.labels.items()},
         "tolerance_mm": {names[k]: v for k, v in tolerances.items()},
-        "conventions": EMPTY_CONVENTIONS,
+        "definitions": METRIC_DEFINITIONS,
+        "conventions": empty_conventions(worst_case_distances),
+        "worst_case_distances": worst_case_distances,
         "bootstrap": {"method": "percentile bootstrap of the mean over cases", "resamples": resamples,
                       "seed": seed, "level": 0.95},
         "metrics": metrics,
@@ -100,6 +104,9 @@ def build_summary(rows: list[dict], results: list, inputs: EvaluationInputs, nam
     if lesion_ids:
         summary["lesion_rule"] = MATCHING_RULE.format(min_overlap=min_overlap)
         summary["lesions"] = {names[cls]: _lesion_summary(results, cls) for cls in lesion_ids}
+        unchecked = [r.case_id for r in results if r.has_probabilities and not r.probability_grid_checked]
+        if unchecked:
+            summary["probability_grid_unchecked"] = unchecked  # .npy maps: no affine, only the shape was checked
         without = [r.case_id for r in results if r.scores is not None and not r.has_probabilities]
         if without:
             summary["froc_note"] = (f"needs a probability map (<case>_probabilities.npz, .npy or .nii.gz) for every "

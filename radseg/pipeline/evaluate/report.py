@@ -55,13 +55,14 @@ def _inputs(summary: dict) -> str:
 
 
 def _summary_table(summary: dict) -> str:
-    head = "<tr><th class='l'>class</th><th class='l'>metric</th><th>n</th><th>mean</th><th>std</th><th>median</th><th>95% CI</th><th>undefined</th></tr>"
+    head = ("<tr><th class='l'>class</th><th class='l'>metric</th><th>n</th><th>mean</th><th>n_undefined</th>"
+            "<th>std</th><th>median</th><th>95% CI</th></tr>")
     body = []
     for name, metrics in summary["metrics"].items():
         for metric, s in metrics.items():
             body.append(f"<tr><td class='l'>{html.escape(name)}</td><td class='l'>{metric}</td><td>{s['n']}</td>"
-                        f"<td>{_f(s['mean'])}</td><td>{_f(s['std'])}</td><td>{_f(s['median'])}</td>"
-                        f"<td>{_f(s['ci_low'])} – {_f(s['ci_high'])}</td><td>{s['n_undefined']}</td></tr>")
+                        f"<td>{_f(s['mean'])}</td><td>{s['n_undefined']}</td><td>{_f(s['std'])}</td>"
+                        f"<td>{_f(s['median'])}</td><td>{_f(s['ci_low'])} – {_f(s['ci_high'])}</td></tr>")
     return f"<table>{head}{''.join(body)}</table>"
 
 
@@ -70,6 +71,7 @@ def _notes(summary: dict) -> str:
     lines = [f"95% confidence intervals: percentile bootstrap of the mean over cases, {boot['resamples']} "
              f"resamples, seed {boot['seed']}.",
              "Surface Dice tolerance: " + ", ".join(f"{k} {v:g} mm" for k, v in summary["tolerance_mm"].items()) + "."]
+    lines += [f"{html.escape(k)}: {html.escape(v)}." for k, v in summary.get("definitions", {}).items()]
     lines += [f"{html.escape(k)}: {html.escape(v)}." for k, v in summary["conventions"].items()]
     return "<div class='note'><b>Conventions.</b><ul>" + "".join(f"<li>{line}</li>" for line in lines) + "</ul></div>"
 
@@ -106,6 +108,9 @@ def _lesion_tables(summary: dict) -> str:
             froc_rows.append(f"<tr><td class='l'>{html.escape(name)}</td>"
                              + "".join(f"<td>{_f(v)}</td>" for v in lesion["froc"].values()) + "</tr>")
     text = f"<p class='note'>{html.escape(summary['lesion_rule'])}. Every lesion is listed in lesions.csv.</p>"
+    if summary.get("probability_grid_unchecked"):
+        text += ("<p class='note'>Probability maps without an affine (.npy; only their shape was checked against the "
+                 f"label map): {html.escape(', '.join(summary['probability_grid_unchecked']))}.</p>")
     text += f"<table>{head}{''.join(rows)}</table>"
     if froc_rows:
         rates = next(iter(lesion["froc"] for lesion in summary["lesions"].values() if lesion.get("froc")))

@@ -7,16 +7,16 @@ calls it on held-out cases.
 
 from __future__ import annotations
 
-from typing import Iterable
+from typing import Iterable, Sequence
 
 import torch
-from tqdm import tqdm
 
 from radseg import keys
 from radseg.configs.schema import InferenceConfig
 from radseg.pipeline.evaluate.metrics import dice_per_class
 from radseg.pipeline.core.memory_format import plain_tensor
 from radseg.pipeline.predict.inference import sliding_window_predict
+from radseg.pipeline.core.progress import progress_bar
 
 
 def validate(
@@ -29,6 +29,7 @@ def validate(
     device: torch.device,
     amp: torch.dtype | None = None,
     progress: bool = True,
+    mirror_axes: Sequence[int] | None = None,
 ) -> tuple[torch.Tensor, torch.Tensor, dict[str, list[float]]]:
     """Predict each whole validation volume and score it.
 
@@ -41,6 +42,8 @@ def validate(
         device: where the windows run.
         amp: autocast dtype or None.
         progress: show a tqdm bar over cases.
+        mirror_axes: the axes ``inference_cfg.mirror`` mirrors: those flipped in training
+            (:func:`radseg.pipeline.predict.mirroring.trained_mirror_axes`); None mirrors all.
 
     Returns:
         ``(dice_sum, dice_count, per_case)``: per-class sums and counts of scored cases
@@ -51,11 +54,11 @@ def validate(
     dice_sum = torch.zeros(num_classes - 1, dtype=torch.float64)
     dice_count = torch.zeros(num_classes - 1, dtype=torch.float64)
     per_case: dict[str, list[float]] = {}
-    for index, batch in enumerate(tqdm(cases, desc="validate", unit="case", leave=False, disable=not progress)):
+    for index, batch in enumerate(progress_bar(cases, desc="validate", unit="case", leave=False, disable=not progress)):
         # the whole volume and its blended logits stay in host memory; only windows visit the device
         image = plain_tensor(batch[keys.IMAGE]).float()
         logits = sliding_window_predict(network, image, inference_cfg, roi_size, device=device, amp=amp,
-                                        output_device="cpu")
+                                        output_device="cpu", mirror_axes=mirror_axes)
         pred = logits.argmax(dim=1).cpu()
         label = plain_tensor(batch[keys.LABEL])[:, 0].cpu().long()
         scores = dice_per_class(pred, label, num_classes)

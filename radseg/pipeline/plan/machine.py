@@ -17,6 +17,7 @@ from typing import Callable, Iterable, Sequence
 import torch
 
 from radseg.errors import ConfigError
+from radseg.pipeline.core.progress import progress_bar
 
 logger = logging.getLogger(__name__)
 
@@ -180,7 +181,7 @@ def _timed(step: Callable[[dict], None], next_batch: Callable[[], dict], steps: 
     takes them, which would make the plan too small for the machine.
     """
     times, cpu, wall = [], 0.0, 0.0
-    for index in range(steps + warm_up):
+    for index in progress_bar(range(steps + warm_up), desc="calibration", unit="step", leave=False):
         start, start_cpu = time.perf_counter(), time.process_time()
         step(next_batch())
         if index >= warm_up:
@@ -202,6 +203,8 @@ def measured_step_timer(device: str, data: Callable[[Sequence[int], int], Iterab
     def timer(widths, roi_size, patches, in_channels, out_channels, network="unet3d") -> float:
         key = (tuple(widths), tuple(roi_size), patches, in_channels, out_channels, network)
         if key not in memo:
+            logger.info("calibration %d: timing %s %s on patches %s x %d%s", len(memo) + 1, network, list(widths),
+                        list(roi_size), patches, " with data loading" if data is not None else "")
             batches = data(roi_size, patches) if data is not None else None
             memo[key] = measure_step_seconds(widths, roi_size, patches, in_channels, out_channels, device=device,
                                              network=network, steps=6 if data is not None else 3, batches=batches)

@@ -7,6 +7,7 @@ with it), with one comment line above each planned setting saying why it was cho
 from __future__ import annotations
 
 import logging
+import os
 import time
 from pathlib import Path
 from typing import Any
@@ -17,6 +18,7 @@ from radseg.atomic import write_text_atomic
 from radseg.configs.loader import config_to_dict
 from radseg.configs.schema import AugmentConfig, CacheConfig, PreprocessConfig
 from radseg.errors import ConfigError, DataError
+from radseg.pipeline.core import distributed as ddp
 from radseg.pipeline.plan.budget import format_seconds, parse_budget
 from radseg.pipeline.plan.machine import detect_machine, measured_step_timer
 from radseg.pipeline.plan.planner import DatasetFacts, Plan, plan_from_fingerprint
@@ -26,7 +28,7 @@ logger = logging.getLogger(__name__)
 
 
 def plan_dataset(data: str | Path, budget: str | float = "15m", device: str = "auto", *, fold_all: bool = False,
-                 count_planning: bool = False, progress: bool = True) -> Plan:
+                 count_planning: bool = False, progress: bool = True, log_device: bool = True) -> Plan:
     """Plan a training run of ``data`` on this machine within ``budget``.
 
     Args:
@@ -36,6 +38,7 @@ def plan_dataset(data: str | Path, budget: str | float = "15m", device: str = "a
         fold_all: plan for training on every case.
         count_planning: count the time spent planning against the budget (``train --budget``).
         progress: show progress bars.
+        log_device: log the device the calibration runs on (False when the caller has logged it).
 
     Returns:
         The :class:`Plan`.
@@ -49,6 +52,8 @@ def plan_dataset(data: str | Path, budget: str | float = "15m", device: str = "a
     start = time.perf_counter()
     seconds = parse_budget(budget)
     machine = detect_machine(device)
+    if log_device:
+        ddp.log_device(machine.device)
     spec = discover_dataset(data)
     if spec.modality not in ("CT", "MRI"):
         raise ConfigError(f"dataset {data} does not declare its modality ({spec.layout} layout); add it to "
@@ -59,6 +64,7 @@ def plan_dataset(data: str | Path, budget: str | float = "15m", device: str = "a
     datalist = to_datalist(spec.training)
     fingerprint = compute_fingerprint(datalist, spec.modality, objects=True, progress=progress)
     read_seconds = (time.perf_counter() - start) / len(datalist)
+    logger.info("plan: preprocessing one case, then timing training steps on %s (a minute or two)", machine.device)
     extent, prep_seconds, probe = _probe(datalist, fingerprint, spec.modality)
     facts = DatasetFacts(len(datalist), dict(spec.labels), len(spec.channel_names), spec.modality, extent,
                          read_seconds, prep_seconds)
@@ -158,10 +164,31 @@ def write_plan(plan: Plan, path: str | Path, *, overwrite: bool = False, source:
     """Write :func:`plan_to_yaml` atomically; an existing file is replaced only with ``overwrite``.
 
     Raises:
-        ConfigError: ``path`` exists and ``overwrite`` is False.
+        ConfigError: see :func:`check_plan_output`.
     """
     path = Path(path)
-    if path.exists() and not overwrite:
-        raise ConfigError(f"plan output {path} already exists; pass --overwrite to replace it or choose another path")
+    check_plan_output(path, overwrite)
     path.parent.mkdir(parents=True, exist_ok=True)
     return write_text_atomic(path, plan_to_yaml(plan, source))
+
+
+def check_plan_output(path: str | Path, overwrite: bool = False) -> None:
+    """Refuse a plan output that cannot be written, before any planning.
+
+    Raises:
+        ConfigError: ``path`` is a folder, exists without ``overwrite``, or its folder cannot be
+            created or written (a file on the way, no permission).
+    """
+    path = Path(path)
+    if path.is_dir():
+        raise ConfigError(f"--output {path} is a folder, but the plan is a YAML file; pass a file path such as "
+                          f"{path / 'plan.yaml'}")
+    if path.exists() and not overwrite:
+        raise ConfigError(f"plan output {path} already exists; pass --overwrite to replace it or choose another path")
+    parent = path.absolute().parent
+    while not parent.exists():  # the first folder that exists must be a writable folder
+        parent = parent.parent
+    if not parent.is_dir():
+        raise ConfigError(f"--output {path}: {parent} is a file, not a folder; choose another path for the plan")
+    if not os.access(parent, os.W_OK | os.X_OK):
+        raise ConfigError(f"--output {path}: the folder {parent} is not writable; choose another path for the plan")

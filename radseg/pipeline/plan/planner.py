@@ -141,6 +141,8 @@ def plan_from_fingerprint(fingerprint: Fingerprint, facts: DatasetFacts, machine
     decisions += rules.sampler_decisions(fingerprint.classes, facts.label_names, facts.num_classes)
     decisions += rules.augment_decisions(facts.modality, search.passes(schedule.steps))
     decisions += rules.postprocess_decisions(fingerprint.classes, facts.label_names, facts.num_classes)
+    decisions += rules.inside_decisions(fingerprint.classes, facts.label_names, facts.num_classes,
+                                        fingerprint.median_spacing)
     decisions += rules.runtime_decisions(machine, search.train_cases, search.spacing_value,
                                          facts.cropped_extent_mm)
     config = _to_config(decisions)
@@ -227,7 +229,8 @@ class _Search:
         why = (f"finest spacing at which a whole patch of a base-16 U-Net gets about {steps:.0f} steps "
                f"({STEPS_MIN[self.device]} wanted) passing over the {self.train_cases} training cases {passes:.0f} "
                f"times ({PASSES_MIN:.0f} wanted; data median {fmt(self.fp.median_spacing)} mm); the smallest "
-               f"objects (5th percentile {smallest:.0f} mm across) span {voxels:.1f} voxels")
+               f"objects (5th percentile {smallest:.0f} mm across, border fragments set aside) span {voxels:.1f} "
+               "voxels")
         return [Decision("preprocess.target_spacing", chosen, why)]
 
     def network_and_patch(self) -> list[Decision]:

@@ -35,6 +35,13 @@ PATCHES_PER_STEP = 2
 ONE_OBJECT_SHARE = 0.99
 #: other classes lose predicted components under this share of their smallest object in the training labels
 MIN_COMPONENT_SHARE = 0.1
+#: a class lies inside another when each of its objects, in every label holding it, lies within this tolerance
+#: of the other: the larger of these mm and voxels of the coarsest median axis (a predicted organ's border is
+#: a few mm or a slice off, so a lesion at its surface can poke out of an under-segmented organ); the rule's
+#: margin is the largest distance seen plus the same tolerance. Stray predictions 50-110 mm out stay far outside.
+INSIDE_TOLERANCE_MM, INSIDE_TOLERANCE_VOXELS = 5.0, 2.0
+#: labels holding a class before its containment in another is taken as a rule
+INSIDE_MIN_LABELS = 3
 
 
 @dataclass(frozen=True)
@@ -64,7 +71,12 @@ def spacing_candidates(base: Sequence[float]) -> list[list[float]]:
 
 
 def smallest_object_mm(classes: dict[str, dict]) -> float:
-    """The 5th-percentile object diameter of the class with the smallest objects."""
+    """The 5th-percentile object diameter of the class with the smallest objects.
+
+    Objects are the components above the fragment floor
+    (:func:`radseg.transforms.object_stats.fragments`), so a ring of one-voxel pieces along a lesion's
+    border does not ask for a spacing fine enough to resolve them.
+    """
     return min(stats["object_diameter_mm_p05"] for stats in classes.values())
 
 
@@ -198,6 +210,54 @@ def postprocess_decisions(classes: dict[str, dict], names: dict[int, str], num_c
                  "background first: " + "; ".join(size_reasons) if size_reasons else "no components removed by size")
     return [Decision("inference.largest_component", largest, largest_why),
             Decision("inference.min_component_ml", sizes if any(sizes) else [], sizes_why)]
+
+
+def inside_decisions(classes: dict[str, dict], names: dict[int, str], num_classes: int,
+                     median_spacing: Sequence[float]) -> list[Decision]:
+    """Structure rules from the labels: a class always found in or beside a larger one loses predicted
+    components farther than a margin from it (``inference.inside``).
+
+    Class B lies inside A when B is in at least :data:`INSIDE_MIN_LABELS` labels, A is in every one of
+    them, A's median volume exceeds B's (a container is larger than what it holds: a liver touches
+    every tumour in it, but lies in none) and every object of B lies within the tolerance of A.
+    """
+    tolerance = max(INSIDE_TOLERANCE_MM, INSIDE_TOLERANCE_VOXELS * max(median_spacing))
+    found, reasons = [], []
+    for key, stats in sorted(classes.items(), key=lambda item: int(item[0])):
+        container = _container(key, classes, num_classes, tolerance)
+        if container is None:
+            continue
+        within, distance = container
+        margin = round(distance + tolerance, 1)
+        found.append({"value": int(key), "within": within, "margin_mm": margin})
+        name, outer = names.get(int(key), key), names.get(within, str(within))
+        reasons.append(f"{name} lies within {distance:.1f} mm of {outer} in {stats['cases_present']}/"
+                       f"{stats['cases_present']} labels with {name} → {name} components outside {outer} + "
+                       f"{margin:g} mm are removed")
+    if not found:
+        return [Decision("inference.inside", [], "no class lies in or beside a larger one in every label holding it "
+                         f"(within {tolerance:.2g} mm): no components removed by position")]
+    why = (f"{'; '.join(reasons)} (margin: the largest distance seen + {tolerance:.2g} mm, the larger of "
+           f"{INSIDE_TOLERANCE_MM:g} mm and {INSIDE_TOLERANCE_VOXELS:g} voxels of {max(median_spacing):.2g} mm)")
+    return [Decision("inference.inside", found, why)]
+
+
+def _container(key: str, classes: dict[str, dict], num_classes: int, tolerance: float) -> tuple[int, float] | None:
+    """The class that class ``key`` lies inside, and the largest distance seen, or None (the nearest, then largest)."""
+    stats = classes[key]
+    if not 0 < int(key) < num_classes or stats["cases_present"] < INSIDE_MIN_LABELS:
+        return None
+    candidates = []
+    for other, distance in (stats.get("distance_to_mm") or {}).items():
+        outer = classes.get(other)
+        if (distance is None or outer is None or distance > tolerance or not 0 < int(other) < num_classes
+                or outer["median_volume_ml"] <= stats["median_volume_ml"]):
+            continue
+        candidates.append((distance, -outer["median_volume_ml"], int(other)))
+    if not candidates:
+        return None
+    distance, _, within = min(candidates)
+    return within, float(distance)
 
 
 def planned_workers(cores: int) -> int:

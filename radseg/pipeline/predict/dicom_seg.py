@@ -10,10 +10,12 @@ are left out.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import re
 import warnings
 from pathlib import Path
+from typing import Iterator
 
 import highdicom as hd
 import numpy as np
@@ -70,14 +72,27 @@ def write_dicom_seg(label: sitk.Image, series_dir: str | Path, label_names: dict
     frames = _segment_numbers(sitk.GetArrayViewFromImage(label), values, label_names)
     # frame k of the pixel array goes with source k: sort the sources onto the label's z axis
     sources = [sources[i] for i in np.argsort(_slice_indices(label, sources, series_dir))]
-    with warnings.catch_warnings():  # a source's one-word PatientName is the source's business
+    with warnings.catch_warnings(), _quiet_highdicom():  # a source's one-word PatientName is its own business
         warnings.filterwarnings("ignore", message=".*unlikely to represent the intended person name")
         seg = _segmentation(sources, frames, values, label_names, series_description)
-    with atomic_path(path) as tmp:
-        seg.save_as(str(tmp))
-    logger.info("DICOM-SEG %s: %d segments, %d of %d slices hold a segment", path, len(values),
-                int(seg.NumberOfFrames), len(sources))
+        with atomic_path(path) as tmp:
+            seg.save_as(str(tmp))
+    # the name, not the path: radseg predict writes it in a staging folder, then moves it
+    logger.info("DICOM-SEG %s of %s: %d segments, %d of %d slices hold a segment", path.name, series_dir,
+                len(values), int(seg.NumberOfFrames), len(sources))
     return path
+
+
+@contextlib.contextmanager
+def _quiet_highdicom() -> Iterator[None]:
+    """highdicom at WARNING while the SEG is built: its INFO lines (one per frame and segment) flood the log."""
+    highdicom_logger = logging.getLogger("highdicom")
+    level = highdicom_logger.level
+    highdicom_logger.setLevel(max(level, logging.WARNING))
+    try:
+        yield
+    finally:
+        highdicom_logger.setLevel(level)
 
 
 def _segmentation(sources: list[pydicom.Dataset], frames: np.ndarray, values: list[int],

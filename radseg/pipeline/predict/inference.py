@@ -2,18 +2,18 @@
 
 :func:`sliding_window_predict` runs a network over a whole volume in ``roi_size`` windows
 (MONAI's :func:`~monai.inferers.sliding_window_inference`), blends overlapping windows with a
-Gaussian or constant weight, optionally averages mirrored copies (test-time augmentation), and
-keeps only the full-resolution head of a deep-supervision network. Given a body mask, windows
-that hold no body voxel are not run (their logits are zero, which leaves every argmax that a run
-window covers unchanged and makes voxels covered by skipped windows only background); the log
-says how many windows ran of the full tiling.
+Gaussian or constant weight, optionally averages mirrored copies over the axes flipped in training
+(test-time augmentation, :mod:`.mirroring`), and keeps only the full-resolution head of a
+deep-supervision network. Given a body mask, windows that hold no body voxel are not run
+(:mod:`.window_skip`): each voxel is the blend of the windows that did run over it, and voxels no
+window ran on are background with probability 1; the log says how many windows ran of the full
+tiling.
 :class:`SlidingWindowPredictor` is a thin class holding the same arguments.
 """
 
 from __future__ import annotations
 
 import contextlib
-import itertools
 import logging
 from typing import Any, Sequence
 
@@ -24,6 +24,9 @@ from radseg.configs.schema import InferenceConfig
 from radseg.errors import ConfigError
 from radseg.pipeline.core.memory_format import (  # noqa: F401 (re-exported)
     contiguous_weights, plain_tensor, use_channels_last)
+from radseg.pipeline.core.progress import terminal_progress
+from radseg.pipeline.predict.mirroring import mirror_flips
+from radseg.pipeline.predict.window_skip import WindowRunner, batched_mask, pad_like_monai, ran_only
 
 logger = logging.getLogger(__name__)
 
@@ -106,6 +109,7 @@ def sliding_window_predict(
     progress: bool = False,
     channels_last: bool = False,
     body_mask: torch.Tensor | None = None,
+    mirror_axes: Sequence[int] | None = None,
 ) -> torch.Tensor:
     """Predict a whole volume window by window.
 
@@ -122,105 +126,84 @@ def sliding_window_predict(
             large scan can stay in CPU memory while windows run on the GPU.
         progress: show a tqdm bar over the windows.
         channels_last: feed 3D windows as ``channels_last_3d`` tensors (see :func:`use_channels_last`).
-        body_mask: optional boolean ``(B, 1, X, Y, Z)`` (or ``(X, Y, Z)``) mask of the body on
-            the image's grid; windows without a body voxel are skipped (zero logits).
+        body_mask: optional boolean ``(B, 1, X, Y, Z)`` (or ``(X, Y, Z)``) mask on the image's grid;
+            windows without a True voxel are not run. Each voxel is the blend of the windows that
+            ran over it; voxels no window ran on are background with probability 1.
+        mirror_axes: the spatial axes to mirror when ``inference_cfg.mirror`` is set (the ones
+            flipped in training, :func:`radseg.pipeline.predict.mirroring.trained_mirror_axes`);
+            None mirrors every axis, ``()`` none.
 
     Returns:
         ``(B, out_channels, X, Y, Z)`` float32 logits (or probabilities), the image's spatial shape.
 
     Raises:
-        ConfigError: no window size is given, or it has the wrong number of dimensions.
+        ConfigError: no window size is given, it has the wrong number of dimensions, or a mirror
+            axis is not a spatial axis.
     """
     window = _window_size(inference_cfg, roi_size, image)
     if device is None:
         device = next(network.parameters()).device
     output_device = image.device if output_device is None else output_device
     spatial_dims = image.ndim - 2
-    runner = _WindowRunner(network, device, amp, channels_last and spatial_dims == 3)
+    flips = mirror_flips(mirror_axes, spatial_dims) if inference_cfg.mirror else [()]
+    runner = WindowRunner(_forward(network, device, amp, channels_last and spatial_dims == 3))
 
-    def _one_pass(volume: torch.Tensor, mask: torch.Tensor | None = None) -> torch.Tensor:
-        mask = None if mask is None else _pad_like_monai(mask, window)
+    def _one_pass(volume: torch.Tensor, mask: torch.Tensor | None):
+        mask = None if mask is None else pad_like_monai(mask, window)
         return sliding_window_inference(
             volume, window, inference_cfg.sw_batch_size, runner,
             overlap=inference_cfg.overlap, mode=inference_cfg.blend_mode,
-            sw_device=device, device=output_device, progress=progress, with_coord=True, mask=mask,
+            sw_device=device, device=output_device, progress=terminal_progress(progress), with_coord=True,
+            mask=mask,
         )
 
-    mask = _batched_mask(body_mask, image)
+    mask = batched_mask(body_mask, image)
     with torch.inference_mode():
-        if inference_cfg.mirror:
-            logits = _mirrored_average(_one_pass, image, spatial_dims, mask)
-        else:
-            logits = _one_pass(image, mask)
-        logits = logits.as_tensor() if hasattr(logits, "as_tensor") else logits
+        logits = _blend_passes(_one_pass, image, mask, flips)
         if mask is not None:
             logger.info("sliding window: ran %d of %d windows (%d outside the body skipped)",
                         runner.ran, runner.total, runner.total - runner.ran)
         return torch.softmax(logits, dim=1) if softmax else logits
 
 
-class _WindowRunner:
-    """Runs the network on the windows that hold body and counts how many ran of the tiling.
+def _forward(network: torch.nn.Module, device, amp: torch.dtype | None, channels_last: bool):
+    """``forward(windows) -> float32 logits`` of the full-resolution head, under autocast."""
 
-    Called by MONAI's sliding window with each batch of windows and their coordinates; windows
-    without a body voxel get zero logits without a forward pass.
-    """
-
-    def __init__(self, network: torch.nn.Module, device, amp: torch.dtype | None, channels_last: bool = False) -> None:
-        self.network, self.device, self.amp = network, device, amp
-        self.channels_last = channels_last
-        self.ran = 0
-        self.total = 0
-        self.channels: int | None = None
-
-    def __call__(self, patch: torch.Tensor, coords: list, mask: torch.Tensor | None) -> torch.Tensor:
-        keep = _windows_with_body(mask, coords, patch.shape[0])
-        if self.channels is None and not bool(keep.any()):
-            keep[0] = True  # one window runs to learn the output channels
-        self.ran += int(keep.sum())
-        self.total += patch.shape[0]
-        if not bool(keep.any()):
-            return patch.new_zeros((patch.shape[0], self.channels, *patch.shape[2:]), dtype=torch.float32)
-        windows = patch if bool(keep.all()) else patch[keep]
-        if self.channels_last:
+    def forward(windows: torch.Tensor) -> torch.Tensor:
+        if channels_last:
             windows = windows.contiguous(memory_format=torch.channels_last_3d)
-        with autocast(self.device, self.amp):
-            ran = full_resolution_output(self.network(windows)).float()
-        self.channels = ran.shape[1]
-        if bool(keep.all()):
-            return ran
-        out = ran.new_zeros((patch.shape[0], *ran.shape[1:]))
-        out[keep] = ran
-        return out
+        with autocast(device, amp):
+            return full_resolution_output(network(windows)).float()
+
+    return forward
 
 
-def _batched_mask(body_mask: torch.Tensor | None, image: torch.Tensor) -> torch.Tensor | None:
-    """The body mask as a boolean CPU tensor ``(B, 1, *spatial)`` matching the image."""
-    if body_mask is None:
-        return None
-    mask = plain_tensor(body_mask).bool().cpu()
-    while mask.ndim < image.ndim:
-        mask = mask[None]
-    if tuple(mask.shape[2:]) != tuple(image.shape[2:]):
-        raise ValueError(f"body_mask has spatial shape {tuple(mask.shape[2:])} but the image has "
-                         f"{tuple(image.shape[2:])}; expected the same grid")
-    return mask.expand(image.shape[0], 1, *image.shape[2:])
+def _blend_passes(one_pass, image: torch.Tensor, mask: torch.Tensor | None,
+                  flips: list[tuple[int, ...]]) -> torch.Tensor:
+    """Sum one pass per flip (each flipped back); divide by the weight of the windows that ran.
+
+    Without a mask every window runs and this is the plain mean over the flips.
+    """
+    total = ran = None
+    for flip in flips:
+        out = one_pass(_flip(image, flip), None if mask is None else _flip(mask, flip))
+        logits, covered = out if isinstance(out, (tuple, list)) else (out, None)
+        logits = _flip(_plain(logits), flip)
+        total = logits if total is None else total.add_(logits)
+        if covered is not None:
+            covered = _flip(_plain(covered), flip)
+            ran = covered if ran is None else ran.add_(covered)
+    if ran is None:
+        return total / len(flips) if len(flips) > 1 else total
+    return ran_only(total, ran)
 
 
-def _pad_like_monai(mask: torch.Tensor, window: list[int]) -> torch.Tensor:
-    """Pad the mask as sliding_window_inference pads a volume smaller than the window."""
-    pad = []
-    for size, roi in reversed(list(zip(mask.shape[2:], window))):
-        diff = max(roi - size, 0)
-        pad += [diff // 2, diff - diff // 2]
-    return torch.nn.functional.pad(mask, pad) if any(pad) else mask
+def _flip(tensor: torch.Tensor, dims: tuple[int, ...]) -> torch.Tensor:
+    return torch.flip(tensor, dims) if dims else tensor
 
 
-def _windows_with_body(mask: torch.Tensor | None, coords: list, count: int) -> torch.Tensor:
-    """Boolean ``(count,)``: which windows of the batch hold a body voxel (all, without a mask)."""
-    if mask is None:
-        return torch.ones(count, dtype=torch.bool)
-    return torch.tensor([bool(mask[tuple(window)].any()) for window in coords], dtype=torch.bool)
+def _plain(tensor: torch.Tensor) -> torch.Tensor:
+    return tensor.as_tensor() if hasattr(tensor, "as_tensor") else tensor
 
 
 def _window_size(inference_cfg: InferenceConfig, roi_size: Sequence[int] | None, image: torch.Tensor) -> list[int]:
@@ -233,23 +216,6 @@ def _window_size(inference_cfg: InferenceConfig, roi_size: Sequence[int] | None,
             f"{image.ndim - 2} spatial dimensions; give one size per spatial axis"
         )
     return [int(s) for s in window]
-
-
-def _mirrored_average(one_pass, image: torch.Tensor, spatial_dims: int,
-                      mask: torch.Tensor | None = None) -> torch.Tensor:
-    """Average predictions over every combination of flipped spatial axes (nnU-Net's mirroring)."""
-    axes = list(range(2, 2 + spatial_dims))
-    total = None
-    count = 0
-    for n in range(len(axes) + 1):
-        for flip in itertools.combinations(axes, n):
-            flipped = torch.flip(image, flip) if flip else image
-            flipped_mask = None if mask is None else (torch.flip(mask, flip) if flip else mask)
-            out = one_pass(flipped, flipped_mask)
-            out = torch.flip(out, flip) if flip else out
-            total = out if total is None else total + out
-            count += 1
-    return total / count
 
 
 class SlidingWindowPredictor:

@@ -52,6 +52,17 @@ class PredictModel:
         """"CT" or "MRI": what the model was trained on."""
         return self.preprocess.modality
 
+    @property
+    def mirror_axes(self) -> tuple[int, ...]:
+        """The spatial axes test-time mirroring may flip: those flipped in training (none: no mirroring).
+
+        Derived from the training config inside the checkpoint (``augment.flip_prob`` and
+        ``augment.flip_axes``); see :func:`radseg.pipeline.predict.mirroring.trained_mirror_axes`.
+        """
+        from radseg.pipeline.predict.mirroring import trained_mirror_axes
+
+        return trained_mirror_axes(self.cfg.augment)
+
     def class_name(self, index: int) -> str:
         """The name of class ``index`` (its number when the checkpoint has no name for it)."""
         return str(self.label_names.get(index, index))
@@ -61,21 +72,24 @@ def load_predict_model(checkpoint: str | Path, device: str = "auto") -> PredictM
     """Load a run's ``best.pt`` (or ``last.pt``) for prediction.
 
     Args:
-        checkpoint: the checkpoint file.
+        checkpoint: the checkpoint file, or a run folder (its ``best.pt``, else its ``last.pt``;
+            see :func:`radseg.pipeline.core.checkpoint.resolve_checkpoint`).
         device: "auto" (CUDA when present), "cpu" or "cuda".
 
     Returns:
         The :class:`PredictModel`.
 
     Raises:
-        DataError: the file is missing, unreadable, or written by another radseg version (keys
-            missing), or the network is not a 3D segmentation network.
+        DataError: the file is missing (or the folder holds no checkpoint), unreadable, or
+            written by another radseg version (keys missing), or the network is not a 3D
+            segmentation network.
     """
     from radseg.networks import build_network
-    from radseg.pipeline.core.checkpoint import load_checkpoint
+    from radseg.pipeline.core.checkpoint import load_checkpoint, resolve_checkpoint
     from radseg.pipeline.core.distributed import pick_device
     from radseg.pipeline.predict.inference import resolve_amp
 
+    checkpoint = resolve_checkpoint(checkpoint)
     saved = load_checkpoint(checkpoint)
     _check_format(saved, checkpoint)
     cfg, resolved = _settings(saved, checkpoint)

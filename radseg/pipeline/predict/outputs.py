@@ -4,26 +4,40 @@ Per case ``NAME``: ``NAME.nii.gz`` (uint8 labels on the scan's own grid), option
 ``NAME_probabilities.npz`` (float16 ``probabilities[c, x, y, z]`` in the mask's voxel index order, the
 RAS ``affine`` of index ``(x, y, z)`` and the ``class_names``), and ``NAME.json``, written last: the record that the case is
 done (source scan, model, class volumes in mL). A rerun skips a case whose record and files exist.
+
+A case is written whole or not at all: its files go to a private hidden staging folder first
+(:func:`staged_case`) and are moved into the output folder together once all of them are written,
+the record last. Per folder: ``labels.json``, the model's label map ``{"0": "background", ...}`` (the
+format of a plain-folder dataset's ``labels.json``), so the masks can be read without the checkpoint.
 """
 
 from __future__ import annotations
 
+import contextlib
 import csv
 import io
 import json
+import os
+import re
+import shutil
+import threading
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Iterator
 
 import numpy as np
 import SimpleITK as sitk
 
 from radseg.atomic import atomic_path, write_text_atomic
+from radseg.errors import DataError
 from radseg.transforms.nifti_gzip import write_nifti_gz
 
 MASK_SUFFIX = ".nii.gz"
 PROBABILITIES_SUFFIX = "_probabilities.npz"
 RECORD_SUFFIX = ".json"
 VOLUMES_CSV = "volumes.csv"
+LABELS_JSON = "labels.json"
+_STAGING_PREFIX = ".radseg-partial-"
 #: gzip level of the masks: 1 is several times faster than 6 and only a little larger on label maps
 #: (ISA-L's levels 0-3 correspond; its 1 is faster than zlib's 1)
 COMPRESSION_LEVEL = 1
@@ -61,6 +75,86 @@ class CaseOutputs:
     def done(self) -> bool:
         """True when every expected file exists (each was written atomically, so none is partial)."""
         return all(path.is_file() for path in self.expected())
+
+
+@contextlib.contextmanager
+def staged_case(folder: Path, name: str) -> Iterator[Path]:
+    """A private folder for one case's files, moved into ``folder`` together when the block succeeds.
+
+    Nothing in ``folder`` changes unless the block ends without error: a failing writer (e.g. the
+    DICOM-SEG) leaves neither a mask without its record nor a file of an earlier run removed. The
+    files are moved with ``os.replace`` (same file system, each rename atomic), the case's record
+    (``NAME.json``, the mark that the case is done) last.
+
+    Yields:
+        The staging folder (hidden, inside ``folder``); it is deleted when the block ends, and one
+        a killed run left for this case is deleted when the case is predicted again.
+    """
+    leftover = re.compile(rf"{re.escape(_STAGING_PREFIX + name)}-\d+-\d+")
+    for path in folder.glob(f"{_STAGING_PREFIX}*"):
+        if leftover.fullmatch(path.name):  # one process predicts a case at a time, even under torchrun
+            shutil.rmtree(path, ignore_errors=True)
+    staging = folder / f"{_STAGING_PREFIX}{name}-{os.getpid()}-{threading.get_ident()}"
+    staging.mkdir()
+    try:
+        yield staging
+        record = f"{name}{RECORD_SUFFIX}"
+        staged = sorted(p for p in staging.iterdir() if p.is_file())
+        for path in sorted(staged, key=lambda p: p.name == record):  # the record last
+            os.replace(path, folder / path.name)
+        _sync_folder(folder)
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
+
+
+def _sync_folder(folder: Path) -> None:
+    """Flush the folder's entries, so the renames into it survive a power cut (POSIX)."""
+    try:
+        fd = os.open(folder, os.O_RDONLY)
+    except OSError:
+        return
+    try:
+        os.fsync(fd)
+    except OSError:
+        pass  # some file systems cannot fsync a folder; each rename is still atomic
+    finally:
+        os.close(fd)
+
+
+def write_labels_json(folder: Path, label_names: dict[int, str], overwrite: bool = False) -> Path:
+    """Write ``labels.json`` (``{"0": "background", "1": "liver", ...}``) into ``folder``, atomically.
+
+    Args:
+        folder: the output folder (must exist).
+        label_names: class index -> name, background included.
+        overwrite: replace a ``labels.json`` that names other classes.
+
+    Returns:
+        The path (left as it is when it already holds this label map).
+
+    Raises:
+        DataError: ``folder`` holds a ``labels.json`` of another label map and ``overwrite`` is False.
+    """
+    path = folder / LABELS_JSON
+    wanted = {str(index): str(name) for index, name in sorted(label_names.items())}
+    if path.is_file():
+        try:
+            present = json.loads(path.read_text())
+        except (OSError, ValueError):
+            present = None
+        if present == wanted:
+            return path
+        if not overwrite:
+            raise DataError(f"{path} holds another label map ({_short(present)}) than this model's "
+                            f"({_short(wanted)}); the masks in {folder} would be read with the wrong class "
+                            "names; fix: choose another --output, or pass --overwrite to replace it")
+    return write_text_atomic(path, json.dumps(wanted, indent=2) + "\n")
+
+
+def _short(labels) -> str:
+    if not isinstance(labels, dict):
+        return "unreadable"
+    return ", ".join(f"{k}={v}" for k, v in labels.items())
 
 
 def write_mask(labels: np.ndarray, grid, path: Path) -> Path:

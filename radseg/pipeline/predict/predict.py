@@ -2,9 +2,10 @@
 
 One case: read and preprocess as in training (:mod:`.prepare`), the one sliding-window predictor
 with windows outside the body skipped (:mod:`.inference`), back to the scan's own grid slab by slab
-(:mod:`.to_grid`), optional clean-ups (:mod:`.postprocess`), files written atomically
-(:mod:`.outputs`). A batch goes on past a failing case, skips cases already done, and under
-``torchrun`` gives each process its own share of the cases.
+(:mod:`.to_grid`), optional clean-ups (:mod:`.postprocess`), files written atomically and a case
+whole or not at all (:mod:`.outputs`). A batch checks its options first (:mod:`.options`), goes on
+past a failing case, skips cases already done, and under ``torchrun`` gives each process its own
+share of the cases.
 """
 
 from __future__ import annotations
@@ -13,58 +14,24 @@ import dataclasses
 import logging
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable, Sequence
+from typing import Sequence
 
 import numpy as np
-from tqdm import tqdm
+import torch
 
 from radseg.errors import DataError, RadsegError
 from radseg.pipeline.predict import outputs
 from radseg.pipeline.predict.inference import sliding_window_predict
 from radseg.pipeline.predict.inputs import PredictCase, find_cases
 from radseg.pipeline.predict.model import PredictModel, load_predict_model
+from radseg.pipeline.predict.options import PredictOptions, check_options
 from radseg.pipeline.predict.postprocess import PostprocessConfig, postprocess
 from radseg.pipeline.predict.prepare import StageClock, prepare_case
 from radseg.pipeline.predict.to_grid import axis_map, logits_to_grid
+from radseg.pipeline.predict.window_skip import set_background
+from radseg.pipeline.core.progress import progress_bar
 
 logger = logging.getLogger(__name__)
-
-
-@dataclass
-class PredictOptions:
-    """How to predict (None: the checkpoint's own inference settings).
-
-    Attributes:
-        overlap: sliding-window overlap.
-        sw_batch_size: windows per forward pass.
-        tta: average over mirrored copies (8 passes in 3D).
-        probabilities: also write float16 class probabilities.
-        postprocess: clean-ups on the label map; None applies the run's own (its config's
-            ``inference.largest_component`` and ``inference.min_component_ml``, which radseg plan
-            sets), ``PostprocessConfig()`` none.
-        overwrite: predict cases whose outputs exist (default: skip them).
-        check_modality: refuse scans that look like another modality than the model's.
-        slab: original slices taken back to the grid at a time (bounds the memory).
-        progress: progress bars.
-        extra_writers: called as ``writer(case, labels, prepared, model, folder)`` after the mask
-            is written, each returning the paths it wrote (DICOM-SEG, quick-look pictures).
-        locate: optional ``locate(prepared, model) -> (z_start, z_stop) | None`` on the preprocessed grid
-            (the slice branch's liver locator, passed in by the caller: predict does not import
-            it); windows outside that z-range are skipped like windows outside the body, and the
-            mask is still written on the scan's full grid. None from it runs the whole volume.
-    """
-
-    overlap: float | None = None
-    sw_batch_size: int | None = None
-    tta: bool = False
-    probabilities: bool = False
-    postprocess: PostprocessConfig | None = None
-    overwrite: bool = False
-    check_modality: bool = True
-    slab: int = 16
-    progress: bool = True
-    extra_writers: Sequence[Callable] = ()
-    locate: Callable | None = None
 
 
 @dataclass
@@ -131,9 +98,12 @@ def predict_case(model: PredictModel, case: PredictCase, output: str | Path,
                                    prepared.grid.size, probabilities=options.probabilities, slab=options.slab)
     del logits
     clock.lap("to_grid")
-    postprocess(labels, model.num_classes, prepared.grid.voxel_ml, options.postprocess)
+    postprocess(labels, model.num_classes, prepared.grid.voxel_ml, options.postprocess,
+                spacing=prepared.grid.spacing[::-1], case=case.name)  # labels are (Z, Y, X), the grid (x, y, z)
     clock.lap("postprocess")
-    volumes = _write(model, case, prepared, labels, probs, files, options)
+    with outputs.staged_case(files.folder, case.name) as staging:  # all of the case's files, or none
+        volumes = _write(model, case, prepared, labels, probs,
+                         outputs.CaseOutputs(staging, case.name, options.probabilities), options)
     clock.lap("write")
     return CaseResult(case.name, "done", files.mask, seconds=clock.seconds, volumes_ml=volumes)
 
@@ -146,7 +116,7 @@ def predict_many(checkpoint: str | Path | PredictModel, inputs: Sequence[str | P
     once); ``volumes.csv`` is written once all processes are done.
 
     Args:
-        checkpoint: a run's ``best.pt``, or a model already loaded.
+        checkpoint: a run's ``best.pt``, its run folder, or a model already loaded.
         inputs: files, DICOM series folders, folders of them.
         output: the output folder (created).
         options: settings; defaults when None.
@@ -156,24 +126,26 @@ def predict_many(checkpoint: str | Path | PredictModel, inputs: Sequence[str | P
         The :class:`PredictSummary` of this process's cases.
 
     Raises:
-        RadsegError: the checkpoint is unusable, an input path is missing, or the output folder
-            cannot be written (all before any case is predicted).
+        RadsegError: an option is impossible, the checkpoint is unusable, an input path is missing,
+            the output folder cannot be written or holds a ``labels.json`` of another model (all
+            before any case is predicted).
     """
     from radseg.pipeline.core import distributed as ddp
 
     options = options or PredictOptions()
+    check_options(options, device)
     output = Path(output)
     info = ddp.init_distributed(device)
     try:
         model = checkpoint if isinstance(checkpoint, PredictModel) else load_predict_model(checkpoint, str(info.device))
         cases = find_cases(inputs, exclude=output)
         _check_writable(output)
+        outputs.write_labels_json(output, model.label_names, overwrite=options.overwrite)
         source = "the run's own" if options.postprocess is None else "as asked"
         options = dataclasses.replace(options, postprocess=_cleanups(model, options))
         logger.info("clean-ups (%s): %s", source, options.postprocess.describe(_class_names(model)))
-        results = [_predict_or_report(model, case, output, options)
-                   for case in tqdm(ddp.split_for_rank(cases, info), desc="predict", unit="case",
-                                    disable=not options.progress)]
+        _log_mirroring(model, options)
+        results = _predict_cases(model, ddp.split_for_rank(cases, info), output, options, single=info.world_size == 1)
         ddp.barrier(info)
         if info.is_main:
             outputs.write_volumes_csv(output)
@@ -182,12 +154,24 @@ def predict_many(checkpoint: str | Path | PredictModel, inputs: Sequence[str | P
     return PredictSummary(results)
 
 
+def _predict_cases(model, cases: list[PredictCase], output: Path, options: PredictOptions, *,
+                   single: bool) -> list[CaseResult]:
+    """Each case in turn; if the batch is stopped (Ctrl-C, a bug), ``volumes.csv`` still lists the done ones."""
+    try:
+        return [_predict_or_report(model, case, output, options)
+                for case in progress_bar(cases, desc="predict", unit="case", disable=not options.progress)]
+    except BaseException:
+        if single:  # under torchrun the main process writes it once every process is done
+            outputs.write_volumes_csv(output)
+        raise
+
+
 def _predict_or_report(model, case: PredictCase, output: Path, options: PredictOptions) -> CaseResult:
     try:
         result = predict_case(model, case, output, options)
     except (RadsegError, OSError, RuntimeError, ValueError, MemoryError) as err:
         message = str(err) if isinstance(err, RadsegError) else f"{type(err).__name__}: {err}"
-        logger.error("case %s failed: %s", case.name, message)
+        logger.error("case %s failed: %s", case.name, message, exc_info=logger.isEnabledFor(logging.DEBUG))
         return CaseResult(case.name, "failed", message=message.splitlines()[0] if message else type(err).__name__)
     if result.status == "done":
         logger.info("case %s: %s (%s)", case.name, result.mask,
@@ -213,23 +197,42 @@ def _network(model: PredictModel, prepared, options: PredictOptions):
         changes["overlap"] = options.overlap
     if options.sw_batch_size is not None:
         changes["sw_batch_size"] = options.sw_batch_size
-    return sliding_window_predict(
+    z_range = None if options.locate is None else options.locate(prepared, model)
+    logits = sliding_window_predict(
         model.network, prepared.image, dataclasses.replace(cfg, **changes), model.cfg.train.roi_size,
-        device=model.device, amp=model.amp, output_device="cpu", body_mask=_located_body(model, prepared, options),
+        device=model.device, amp=model.amp, output_device="cpu", body_mask=_located_body(prepared.body, z_range),
+        mirror_axes=model.mirror_axes,
     )
+    if z_range is not None:  # windows reaching past the located range do not label outside it
+        outside = torch.ones(logits.shape[-1], dtype=torch.bool)
+        outside[z_range[0]:z_range[1]] = False
+        with torch.inference_mode():  # the logits are an inference tensor
+            set_background(logits, outside)
+    return logits
 
 
-def _located_body(model: PredictModel, prepared, options: PredictOptions):
-    """The body mask, cut to the locator's z-range when one is given and finds it."""
-    if options.locate is None:
-        return prepared.body
-    z_range = options.locate(prepared, model)
+def _located_body(body, z_range: tuple[int, int] | None):
+    """The body mask, cut to the locator's z-range when the locator found one."""
     if z_range is None:
-        return prepared.body
-    body = prepared.body.clone()
+        return body
+    body = body.clone()
     body[..., :z_range[0]] = False
     body[..., z_range[1]:] = False
     return body
+
+
+def _log_mirroring(model: PredictModel, options: PredictOptions) -> None:
+    """Say which axes test-time mirroring uses, or that it does nothing for this model."""
+    if not (options.tta or model.cfg.inference.mirror):
+        return
+    axes = model.mirror_axes
+    if axes:
+        logger.info("test-time mirroring over axes %s (those flipped in training): %d passes per case",
+                    ", ".join("xyz"[a] for a in axes), 2 ** len(axes))
+    else:
+        (logger.warning if options.tta else logger.info)(
+            "test-time mirroring does nothing for this model: it was trained without flips "
+            "(augment.flip_prob=0), so mirrored scans are ones it never saw; predicting one pass")
 
 
 def _write(model, case, prepared, labels: np.ndarray, probs, files: outputs.CaseOutputs,
@@ -239,7 +242,7 @@ def _write(model, case, prepared, labels: np.ndarray, probs, files: outputs.Case
     if probs is not None:
         outputs.write_probabilities(probs, prepared.original_affine, names, files.probability_file)
     for writer in options.extra_writers:
-        files.extra.extend(Path(p) for p in writer(case, labels, prepared, model, files.folder) or ())
+        files.extra.extend(Path(p) for p in _run_writer(writer, case, labels, prepared, model, files.folder))
     volumes = dict(zip(names[1:], outputs.volumes_ml(labels, model.num_classes, prepared.grid.voxel_ml)))
     outputs.write_record({
         "case": case.name, "source": str(case.path), "series_uid": case.series_uid,
@@ -249,6 +252,20 @@ def _write(model, case, prepared, labels: np.ndarray, probs, files: outputs.Case
         "extra_files": [p.name for p in files.extra],
     }, files.record)
     return volumes
+
+
+def _run_writer(writer, case, labels, prepared, model, folder: Path) -> list:
+    """An extra writer's paths; its failure, whatever the type (highdicom's included), fails this case only."""
+    try:
+        return list(writer(case, labels, prepared, model, folder) or ())
+    except (RadsegError, OSError, MemoryError):
+        raise
+    except Exception as err:
+        name = getattr(writer, "__name__", type(writer).__name__)
+        detail = (str(err).strip().splitlines() or ["no message"])[0]
+        raise DataError(f"{name} failed on case {case.name} ({type(err).__name__}: {detail}); "
+                        "none of the case's files were written; fix: predict without that output "
+                        "(--dicom-seg, --quicklook), or rerun with --debug and report the traceback") from err
 
 
 def _check_writable(output: Path) -> None:

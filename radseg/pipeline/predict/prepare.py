@@ -3,9 +3,10 @@
 The scan is read once through SimpleITK (the reader every stage of radseg uses), checked for what
 would make a prediction meaningless (not 3D, wrong modality, a DICOM series without pixels, with
 missing slices or a tilted gantry), then run through the training's own deterministic chain
-(:func:`radseg.transforms.preprocess.build_inference_transforms`) minus its loader. The body mask
-for window skipping is taken from the resampled intensities before normalisation, with the same
-threshold the foreground crop uses.
+(:func:`radseg.transforms.preprocess.build_inference_transforms`) minus its loader. The region the
+sliding windows must cover is taken from the resampled intensities before normalisation: the body
+with its holes (lung, bowel gas) filled per axial slice, dilated by half a window
+(:mod:`.body_mask`).
 """
 
 from __future__ import annotations
@@ -24,6 +25,7 @@ from monai.utils import MetaKeys, SpaceKeys
 
 from radseg import keys
 from radseg.errors import DataError
+from radseg.pipeline.predict.body_mask import body_mask, window_cover
 from radseg.pipeline.predict.inputs import PredictCase
 from radseg.transforms import dicom as _dicom
 from radseg.transforms.io import read_image, sitk_affine_ras
@@ -70,7 +72,8 @@ class PreparedCase:
 
     Attributes:
         image: ``(1, C, X', Y', Z')`` float32, preprocessed (RAS, cropped, resampled, normalised).
-        body: ``(X', Y', Z')`` bool body mask on the same grid.
+        body: ``(X', Y', Z')`` bool, on the same grid: where windows must run (the body, holes
+            filled per axial slice, dilated by half a window); windows outside it are skipped.
         pre_affine: 4x4 RAS affine of the preprocessed grid.
         original_affine: 4x4 RAS affine of the scan as read.
         grid: the scan's own grid, for writing.
@@ -128,7 +131,8 @@ def prepare_case(case: PredictCase, model, *, check_modality: bool = True,
     del image
     if clock is not None:
         clock.lap("read")
-    return _preprocess(loaded, model.preprocess, grid)
+    window = model.cfg.inference.roi_size or model.cfg.train.roi_size
+    return _preprocess(loaded, model.preprocess, grid, window)
 
 
 def _check_dicom_series(case: PredictCase, modality: str | None) -> None:
@@ -203,7 +207,7 @@ def _to_metatensor(image: sitk.Image, case: PredictCase) -> MetaTensor:
     return MetaTensor(torch.from_numpy(array), meta=meta)
 
 
-def _preprocess(loaded: MetaTensor, resolved, grid: Grid) -> PreparedCase:
+def _preprocess(loaded: MetaTensor, resolved, grid: Grid, window) -> PreparedCase:
     chain = build_inference_transforms(resolved).transforms
     if not isinstance(chain[0], LoadImaged):
         raise RuntimeError(f"the inference chain starts with {type(chain[0]).__name__}, not LoadImaged")
@@ -211,8 +215,7 @@ def _preprocess(loaded: MetaTensor, resolved, grid: Grid) -> PreparedCase:
     data = Compose(chain[1:split])({keys.IMAGE: loaded})
     del loaded
     raw = data[keys.IMAGE]
-    threshold = resolved.body_threshold_hu if resolved.modality == "CT" else 0.0
-    body = (raw.as_tensor() > threshold).any(dim=0)
+    body = window_cover(body_mask(raw.as_tensor(), resolved.modality, resolved.body_threshold_hu), window)
     data = Compose(chain[split:])(data)
     image = data[keys.IMAGE]
     return PreparedCase(

@@ -17,13 +17,13 @@ from typing import Any, Sequence
 import numpy as np
 import torch
 from monai.transforms import Compose
-from tqdm import tqdm
 
 from radseg import keys
 from radseg.configs.schema import RadsegConfig, SlicesConfig
 from radseg.errors import ConfigError, RadsegError
 from radseg.transforms.preprocess import build_preprocess_transforms
 from radseg.transforms.slices import SliceStackd
+from radseg.pipeline.core.progress import progress_bar
 
 logger = logging.getLogger(__name__)
 
@@ -121,7 +121,7 @@ def load_slice_cases(dataset: Sequence[dict], *, progress: bool = True, desc: st
     """Every case of a (cached) dataset built with :func:`build_slice_transforms`, as slice stacks."""
     cases = []
     with user_errors():
-        for index in tqdm(range(len(dataset)), desc=desc, unit="case", disable=not progress, leave=False):
+        for index in progress_bar(range(len(dataset)), desc=desc, unit="case", disable=not progress, leave=False):
             cases.append(to_slice_case(dataset[index]))
     return cases
 

@@ -22,6 +22,8 @@ from radseg.pipeline.plan.budget import format_seconds, parse_budget
 from radseg.pipeline.plan.make_plan import plan_dataset, write_plan
 from radseg.pipeline.train.fit import FitResult, fit
 from radseg.pipeline.train.pacing import BudgetPacer
+from radseg.pipeline.train.run_checks import device_overrides, set_keys
+from radseg.pipeline.train.run_setup import check_run_output
 
 logger = logging.getLogger(__name__)
 
@@ -37,7 +39,8 @@ def train_with_budget(data: str | Path, output: str | Path, budget: str | float,
         data: the dataset root.
         output: the run folder.
         budget: wall clock for planning and training together, e.g. ``"15m"``.
-        device: "auto", "cpu" or "cuda".
+        device: ``--device``: "auto" (``train.device`` from ``overrides``, else CUDA when present), "cpu" or
+            "cuda"; it is the plan's device and the run's ``train.device``.
         fold: a fold, "all" (train on every case), or None (fold 0).
         overwrite: replace an existing run in ``output``.
         overrides: ``section.key=value`` changes applied to the plan (the schedule stays the plan's).
@@ -49,12 +52,16 @@ def train_with_budget(data: str | Path, output: str | Path, budget: str | float,
         The :class:`FitResult` of the run.
 
     Raises:
-        ConfigError, DataError: bad input (budget, dataset, machine), before any training.
+        ConfigError, DataError: bad input (budget, device, run folder, dataset, machine), before any training.
     """
     start = time.perf_counter()
     seconds = parse_budget(budget)
-    # the process group's backend follows the device the run will train on (--set train.device wins)
-    info = ddp.init_distributed(_set_keys(overrides).get("train.device", device))
+    overrides = device_overrides(device, overrides)
+    check_run_output(Path(output), resume=False, overwrite=overwrite)  # before minutes of planning
+    # the plan and the process group's backend follow the device the run will train on
+    device = set_keys(overrides).get("train.device", device).strip("'\"")
+    info = ddp.init_distributed(device)
+    ddp.log_device(info.device)
     try:
         return _plan_and_fit(data, output, seconds, start, info, device=device, fold=fold, overwrite=overwrite,
                              overrides=overrides, progress=progress, pace=pace)
@@ -65,7 +72,7 @@ def train_with_budget(data: str | Path, output: str | Path, budget: str | float,
 def _plan_and_fit(data, output, seconds: float, start: float, info: ddp.DistInfo, *, device, fold, overwrite,
                   overrides, progress, pace) -> FitResult:
     plan = ddp.run_on_main(lambda: plan_dataset(data, seconds / 60, device, fold_all=fold == "all",
-                                                count_planning=True, progress=progress), info)
+                                                count_planning=True, progress=progress, log_device=False), info)
     if info.distributed:
         logger.info("rank %d of %d trains rank 0's plan", info.rank, info.world_size)
     cfg = load_config(config_to_dict(plan.config), list(overrides))
@@ -73,14 +80,14 @@ def _plan_and_fit(data, output, seconds: float, start: float, info: ddp.DistInfo
         cfg.data.fold = fold
     logger.info("%s", plan.summary())
     schedule = plan.schedule
-    if pace and {"train.max_epochs", "train.iterations_per_epoch"} & set(_set_keys(overrides)):
+    if pace and {"train.max_epochs", "train.iterations_per_epoch"} & set(set_keys(overrides)):
         logger.info("the schedule is set with --set: budget pacing is off")
         pace = False
     pacer = BudgetPacer(deadline=start + seconds, val_pass_s=schedule.val_seconds / max(schedule.validations, 1),
                         planned_epochs=cfg.train.max_epochs) if pace else None
     try:
         result = fit(cfg, data=data, output=output, fold=fold, overwrite=overwrite, progress=progress, pacer=pacer,
-                     fingerprint=plan.fingerprint)
+                     fingerprint=plan.fingerprint, log_device=False)
     finally:
         if info.is_main and Path(output, "config.yaml").is_file():
             write_plan(plan, Path(output) / PLAN_FILE, overwrite=True, source=str(data))
@@ -89,7 +96,3 @@ def _plan_and_fit(data, output, seconds: float, start: float, info: ddp.DistInfo
                 100 * (wall - seconds) / seconds)
     return result
 
-
-def _set_keys(overrides: Sequence[str]) -> dict[str, str]:
-    """``--set`` items as ``{dotted key: raw value}`` (load_config refuses malformed ones, with the fix)."""
-    return {key.strip(): value.strip() for key, _, value in (item.partition("=") for item in overrides)}

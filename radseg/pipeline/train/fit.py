@@ -32,6 +32,7 @@ from radseg.pipeline.core import distributed as ddp
 from radseg.pipeline.core.checkpoint import BEST, LAST, capture_rng_state, restore_rng_state, save_checkpoint
 from radseg.pipeline.core.memory_format import contiguous_weights, use_channels_last
 from radseg.pipeline.predict.inference import resolve_amp
+from radseg.pipeline.predict.mirroring import trained_mirror_axes
 from radseg.pipeline.train.losses import build_loss
 from radseg.pipeline.train.run_log import RunLog
 from radseg.pipeline.train.pacing import BudgetPacer
@@ -88,6 +89,7 @@ def fit(
     progress: bool = True,
     pacer: BudgetPacer | None = None,
     fingerprint: Fingerprint | None = None,
+    log_device: bool = True,
 ) -> FitResult:
     """Train a network on a dataset into a run folder.
 
@@ -104,6 +106,7 @@ def fit(
             (written to the run's config.yaml) at epoch ends; None trains the config's epochs.
         fingerprint: the dataset's fingerprint when the caller has measured it already (``train
             --budget``'s plan); a new run uses it if it covers the same cases, instead of measuring again.
+        log_device: log the training device (False when the caller has logged it already).
 
     Returns:
         The :class:`FitResult`.
@@ -116,6 +119,8 @@ def fit(
     """
     start = time.perf_counter()
     info = ddp.init_distributed(cfg.train.device if cfg is not None else "auto")
+    if log_device:
+        ddp.log_device(info.device)
     deterministic_before = torch.are_deterministic_algorithms_enabled()
     try:
         cfg, saved = prepare_run_folder(cfg, Path(output), fold, resume, overwrite, info, data)
@@ -238,7 +243,7 @@ def _validate(cfg, run_data: RunData, network, amp, info, progress: bool) -> dic
     with contextlib.nullcontext(network) if windows_last else contiguous_weights(network):
         dice_sum, dice_count, per_case = validate(
             network, loader, cfg.inference, cfg.train.roi_size, run_data.num_classes,
-            device=info.device, amp=amp, progress=progress,
+            device=info.device, amp=amp, progress=progress, mirror_axes=trained_mirror_axes(cfg.augment),
         )
     del loader
     # each rank scored its own disjoint cases: sums and counts add up to every case exactly once

@@ -12,7 +12,6 @@ from pathlib import Path
 from typing import Any, Callable, Iterable, Iterator
 
 import torch
-from tqdm import tqdm
 from tqdm.contrib.logging import logging_redirect_tqdm
 
 from radseg import keys
@@ -23,6 +22,7 @@ from radseg.pipeline.core.memory_format import plain_tensor
 from radseg.pipeline.predict.inference import autocast
 from radseg.pipeline.train.run_log import RunLog
 from radseg.pipeline.train.schedule import lr_at, set_lr
+from radseg.pipeline.core.progress import progress_bar
 
 logger = logging.getLogger(__name__)
 
@@ -40,7 +40,7 @@ def run_epochs(first: int, total: int, run_dir: Path, history: list, info: ddp.D
     """
     log = RunLog(run_dir, history) if info.is_main else None
     try:
-        with logging_redirect_tqdm(), tqdm(desc="epochs", unit="epoch", disable=not (progress and info.is_main),
+        with logging_redirect_tqdm(), progress_bar(desc="epochs", unit="epoch", disable=not (progress and info.is_main),
                                            initial=first, total=total) as bar:
             epoch = first
             while epoch < total:
@@ -117,7 +117,7 @@ def train_one_epoch(
     total_loss = torch.zeros((), dtype=torch.float64, device=device)
     data_time, steps, lr = 0.0, 0, 0.0
     start = time.perf_counter()
-    bar = tqdm(batches, total=cfg.iterations_per_epoch, desc=desc, unit="it", leave=False, disable=not progress)
+    bar = progress_bar(batches, total=cfg.iterations_per_epoch, desc=desc, unit="it", leave=False, disable=not progress)
     waited = time.perf_counter()
     for batch in bar:
         data_time += time.perf_counter() - waited

@@ -1,14 +1,19 @@
-"""Checks a training run makes before it writes anything: the network, the folds and the data.
+"""Checks a training run makes before it writes anything: the device, the network, the folds and the data.
 
-:func:`check_segmentation_network` refuses a patch the network cannot take and a network of another kind;
-:func:`check_data` makes the folds without writing them, settles the modality and runs check-data on
-rank 0, so a dataset that cannot be trained on fails before the run folder exists.
+:func:`device_overrides` turns ``--device`` into ``train.device``; :func:`check_segmentation_network`
+refuses a patch the network cannot take and a network of another kind; :func:`check_data` makes the
+folds without writing them, settles the modality and runs check-data on rank 0, so a dataset that
+cannot be trained on fails before the run folder exists. :func:`dataset_record` is what a run
+remembers of its data, so that :func:`check_same_dataset` refuses ``--resume`` on another dataset.
 """
 
 from __future__ import annotations
 
+import hashlib
+import json
 import logging
 from pathlib import Path
+from typing import Sequence
 
 from radseg.configs.loader import validate_config
 from radseg.configs.schema import RadsegConfig
@@ -16,6 +21,77 @@ from radseg.errors import ConfigError, DataError
 from radseg.pipeline.core import distributed as ddp
 
 logger = logging.getLogger(__name__)
+
+#: the run folder's record of its dataset (root and a digest of the case list)
+DATA_FILE = "data.json"
+
+
+def set_keys(overrides: Sequence[str]) -> dict[str, str]:
+    """``--set`` items as ``{dotted key: raw value}`` (load_config refuses malformed ones, with the fix)."""
+    return {key.strip(): value.strip() for key, _, value in (item.partition("=") for item in overrides)}
+
+
+def device_overrides(device: str, overrides: Sequence[str]) -> list[str]:
+    """``--set`` items with ``--device`` added as ``train.device`` (``auto`` leaves the config's setting).
+
+    Raises:
+        ConfigError: ``--device cuda`` without a visible GPU, or a ``--set train.device`` that disagrees.
+    """
+    ddp.require_device(device, "--device")
+    if device == "auto":
+        return list(overrides)
+    given = set_keys(overrides).get("train.device", device).strip("'\"")
+    if given != device:
+        raise ConfigError(f"--device {device} and --set train.device={given} disagree; pass only one of them")
+    return [*overrides, f"train.device={device}"]
+
+
+def dataset_record(data: str | Path) -> dict:
+    """What a run remembers of its data: the root and a digest of the sorted case ids and image files.
+
+    The digest covers each case's id and its image files' names and sizes (cheap: no file is read),
+    so a moved copy of the same dataset matches and another dataset does not.
+    """
+    from radseg.pipeline.data.datalist import discover_dataset
+
+    spec = discover_dataset(data)
+    cases = sorted([case.case_id, [[p.name, _size(p)] for p in case.images]] for case in spec.training)
+    digest = hashlib.sha256(json.dumps(cases).encode()).hexdigest()[:16]
+    return {"root": str(spec.root), "cases": len(cases), "case_list_sha256": digest}
+
+
+def _size(path: Path) -> int:
+    if path.is_dir():  # a DICOM series: every file in it
+        return sum(p.stat().st_size for p in path.rglob("*") if p.is_file())
+    return path.stat().st_size if path.exists() else -1
+
+
+def check_same_dataset(run_dir: Path, record: dict) -> None:
+    """Refuse resuming a run on a dataset other than the one it trained on (its ``data.json``).
+
+    A run written before radseg kept the record resumes with a warning.
+
+    Raises:
+        ConfigError: the case list differs from the run's.
+    """
+    path = run_dir / DATA_FILE
+    if not path.is_file():
+        logger.warning("--resume: %s has no %s (written by an earlier radseg), so the dataset cannot be checked; "
+                       "resuming on %s", run_dir, DATA_FILE, record["root"])
+        return
+    try:
+        before = json.loads(path.read_text())
+    except (OSError, ValueError) as err:
+        raise ConfigError(f"--resume: {path} cannot be read ({err}); restore it, or delete it to resume "
+                          "without the dataset check") from err
+    if before.get("case_list_sha256") != record["case_list_sha256"]:
+        raise ConfigError(
+            f"--resume: the run in {run_dir} trained on {before.get('root')} ({before.get('cases')} cases, case list "
+            f"{before.get('case_list_sha256')}), but --data {record['root']} is another dataset ({record['cases']} "
+            f"cases, case list {record['case_list_sha256']}); resume with the run's own --data, or start a new run "
+            "in another --output")
+    if before.get("root") != record["root"]:
+        logger.info("--resume: the run's dataset moved from %s to %s (same cases)", before.get("root"), record["root"])
 
 
 def check_segmentation_network(cfg: RadsegConfig) -> None:

@@ -1,6 +1,6 @@
 """What a run folder may hold, and how radseg clears it: only the exact names radseg writes.
 
-A run folder holds config.yaml, splits.json, fingerprint.json, the checkpoints, metrics.csv,
+A run folder holds config.yaml, splits.json, fingerprint.json, data.json, the checkpoints, metrics.csv,
 curves.png, train.log and tensorboard/ (event files), plus the hidden temporary files of an
 interrupted atomic write. Anything else is the user's: radseg refuses to train in such a folder and
 never deletes it. The config.yaml radseg writes starts with :data:`CONFIG_MARKER`, so a
@@ -24,7 +24,8 @@ CONFIG_FILE = "config.yaml"
 TENSORBOARD_DIR = "tensorboard"
 CHECKPOINTS = (LAST, BEST)
 #: what a run writes besides its checkpoints
-RUN_FILES = (CONFIG_FILE, "splits.json", "fingerprint.json", "metrics.csv", "curves.png", "train.log", "plan.yaml")
+RUN_FILES = (CONFIG_FILE, "splits.json", "fingerprint.json", "metrics.csv", "curves.png", "train.log", "plan.yaml",
+             "data.json")
 #: first line of the config.yaml radseg writes into a run folder (a YAML comment)
 CONFIG_MARKER = "# radseg run config: written by `radseg train`, the resolved settings of this run\n"
 #: radseg.atomic's temporary names: ".NAME.PID.THREAD.tmp"

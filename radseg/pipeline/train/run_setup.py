@@ -2,25 +2,30 @@
 
 :func:`prepare_run_folder` refuses bad input before anything is written: a config that cannot
 resume the run, a patch the network rejects, a dataset that fails check-data, an existing run
-without ``--resume``/``--overwrite``. :func:`prepare_data` then splits the cases by fold,
-fingerprints every labelled case (as `radseg cache` does), and builds the (sharded, cached) datasets.
+without ``--resume``/``--overwrite``, a ``--resume`` on another dataset (the run's ``data.json``).
+:func:`prepare_data` then splits the cases by fold, fingerprints every labelled case (or reuses the
+fingerprint `radseg cache` stored), and builds the (sharded, cached) datasets.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import json
 import logging
 import os
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Callable
 
+from radseg.atomic import write_text_atomic
 from radseg.configs.loader import config_to_dict, load_config
 from radseg.configs.schema import RadsegConfig
-from radseg.errors import ConfigError
+from radseg.errors import ConfigError, RadsegError
 from radseg.pipeline.core import distributed as ddp
 from radseg.pipeline.core.checkpoint import LAST, load_checkpoint
-from radseg.pipeline.train.run_checks import check_data, check_segmentation_network
+from radseg.pipeline.train.run_checks import (
+    DATA_FILE, check_data, check_same_dataset, check_segmentation_network, dataset_record,
+)
 # a folder holding one of CHECKPOINTS is a run; one without is an unfinished start and is reused
 from radseg.pipeline.train.run_folder import (  # noqa: F401 - CONFIG_FILE public here too
     CHECKPOINTS, CONFIG_FILE, refuse_foreign_files, remove_run_files, save_run_config,
@@ -74,19 +79,41 @@ def prepare_run_folder(
     Raises:
         ConfigError, DataError: see :func:`radseg.pipeline.train.fit.fit`.
     """
-    if resume and overwrite:
-        raise ConfigError("--resume and --overwrite contradict each other; pass one of them")
-    saved = _existing_run(run_dir, resume, overwrite)
-    refuse_foreign_files(run_dir)
+    check_run_output(run_dir, resume, overwrite)
+    saved = _existing_run(run_dir, resume)
     cfg = _resolve_config(cfg, saved, run_dir, fold)
     (check_network or check_segmentation_network)(cfg)
+    record = dataset_record(data)
+    if resume:
+        check_same_dataset(run_dir, record)
     check_data(cfg, data, info)
     ddp.barrier(info)  # every rank has looked at the folder before rank 0 changes it
-    ddp.run_on_main(lambda: _prepare_folder(cfg, run_dir, saved, resume, overwrite), info)
+    ddp.run_on_main(lambda: _prepare_folder(cfg, run_dir, saved, resume, overwrite, record), info)
     return cfg, saved
 
 
-def _prepare_folder(cfg: RadsegConfig, run_dir: Path, saved: dict | None, resume: bool, overwrite: bool) -> None:
+def check_run_output(run_dir: Path, resume: bool, overwrite: bool) -> None:
+    """Refuse a run folder that cannot be used, before any work (``train --budget`` calls it before planning).
+
+    Raises:
+        ConfigError: ``--resume`` with ``--overwrite``; a run there without ``--resume``/``--overwrite``;
+            ``--resume`` where no run is; a file, or a folder holding files radseg did not write.
+    """
+    if resume and overwrite:
+        raise ConfigError("--resume and --overwrite contradict each other; pass one of them")
+    exists = run_dir.exists() and any((run_dir / name).is_file() for name in CHECKPOINTS)
+    if resume and not run_dir.is_dir():
+        raise ConfigError(f"--resume: {run_dir} holds no run to resume; drop --resume to start a new run there")
+    if exists and not (resume or overwrite):
+        raise ConfigError(
+            f"run folder {run_dir} already holds a run; pass --resume to continue it, --overwrite to replace it, "
+            "or choose another --output"
+        )
+    refuse_foreign_files(run_dir)
+
+
+def _prepare_folder(cfg: RadsegConfig, run_dir: Path, saved: dict | None, resume: bool, overwrite: bool,
+                    record: dict) -> None:
     if overwrite and run_dir.exists():
         logger.warning("--overwrite: removing the earlier run in %s", run_dir)
         remove_run_files(run_dir)
@@ -94,25 +121,18 @@ def _prepare_folder(cfg: RadsegConfig, run_dir: Path, saved: dict | None, resume
         remove_run_files(run_dir)  # an unfinished start (no checkpoint): begin again cleanly
     run_dir.mkdir(parents=True, exist_ok=True)
     save_run_config(cfg, run_dir)
+    write_text_atomic(run_dir / DATA_FILE, json.dumps(record, indent=2) + "\n")
 
 
-def _existing_run(run_dir: Path, resume: bool, overwrite: bool) -> dict | None:
-    """last.pt when resuming; refuse a run (a folder with a checkpoint) without --resume/--overwrite."""
-    exists = run_dir.exists() and any((run_dir / name).is_file() for name in CHECKPOINTS)
-    if resume:
-        if not run_dir.is_dir():
-            raise ConfigError(f"--resume: {run_dir} holds no run to resume; drop --resume to start a new run there")
-        if not (run_dir / LAST).is_file():
-            logger.warning("--resume: %s has no %s yet (killed before the first epoch ended); starting at epoch 0",
-                           run_dir, LAST)
-            return None
-        return load_checkpoint(run_dir / LAST)
-    if exists and not overwrite:
-        raise ConfigError(
-            f"run folder {run_dir} already holds a run; pass --resume to continue it, --overwrite to replace it, "
-            "or choose another --output"
-        )
-    return None
+def _existing_run(run_dir: Path, resume: bool) -> dict | None:
+    """last.pt when resuming (None when the run was killed before its first checkpoint)."""
+    if not resume:
+        return None
+    if not (run_dir / LAST).is_file():
+        logger.warning("--resume: %s has no %s yet (killed before the first epoch ended); starting at epoch 0",
+                       run_dir, LAST)
+        return None
+    return load_checkpoint(run_dir / LAST)
 
 
 def _resolve_config(cfg: RadsegConfig | None, saved: dict | None, run_dir: Path, fold: int | None) -> RadsegConfig:
@@ -170,7 +190,8 @@ def prepare_data(cfg: RadsegConfig, data: Path, run_dir: Path, info: ddp.DistInf
         progress: show progress bars.
         known_fingerprint: a fingerprint of this dataset already computed (by ``radseg plan`` in a
             ``train --budget`` run); a new run takes it instead of reading every case again when it
-            covers the same cases with the same modality.
+            covers the same cases with the same modality. Without it, the one ``radseg cache``
+            stored for these files is taken.
     """
     from radseg.pipeline.data.datalist import discover_dataset, to_datalist
     from radseg.transforms.fingerprint import resolve_preprocess
@@ -180,13 +201,33 @@ def prepare_data(cfg: RadsegConfig, data: Path, run_dir: Path, info: ddp.DistInf
     train_cases, val_cases = _fold_cases(cfg, spec, run_dir, info)
     # the fingerprint covers every labelled case, as nnU-Net's does: the preprocessing (and so the
     # cache entries) is the same for every fold and for `radseg cache`
-    fingerprint = run_fingerprint(to_datalist(spec.training), modality, run_dir, info, fresh, progress,
-                                  known=known_fingerprint)
+    labelled = to_datalist(spec.training)
+    known = known_fingerprint
+    if known is None and fresh:
+        known = _cached_fingerprint(spec.name, labelled, modality, cfg)
+    fingerprint = run_fingerprint(labelled, modality, run_dir, info, fresh, progress, known=known)
     resolved = resolve_preprocess(cfg.preprocess, fingerprint, modality)
     train_ds, val_ds, weights = _datasets(cfg, resolved, spec.num_classes, to_datalist(train_cases),
                                           to_datalist(val_cases), info, progress)
     return RunData(train_ds, val_ds, spec.num_classes, len(spec.channel_names), dict(spec.labels),
                    fingerprint.to_dict(), resolved.to_dict(), weights)
+
+
+def _cached_fingerprint(name: str, datalist: list[dict], modality: str, cfg: RadsegConfig) -> Fingerprint | None:
+    """The fingerprint ``radseg cache`` stored for exactly these files and modality, or None."""
+    from radseg.pipeline.data.cache import stored_fingerprint_path
+    from radseg.transforms.fingerprint import load_fingerprint
+
+    path = stored_fingerprint_path(name, datalist, modality, cfg.cache)
+    if not path.is_file():
+        return None
+    try:
+        fingerprint = load_fingerprint(path)
+    except (RadsegError, OSError, ValueError) as err:
+        logger.warning("fingerprint %s cannot be read (%s); measuring the dataset again", path, err)
+        return None
+    logger.info("fingerprint: reusing %s (written by radseg cache for the same files)", path)
+    return fingerprint
 
 
 def _covers(fingerprint: Fingerprint | None, datalist: list[dict], modality: str) -> bool:
@@ -225,7 +266,8 @@ def run_fingerprint(datalist: list[dict], modality: str, run_dir: Path, info: dd
         if not fresh and path.is_file():
             return
         if _covers(known, datalist, modality):
-            logger.info("fingerprint: the plan's, measured on the same %d cases", len(datalist))
+            logger.info("fingerprint: measured already on the same %d cases (by radseg plan or radseg cache)",
+                        len(datalist))
             save_fingerprint(known, path)
         else:
             save_fingerprint(compute_fingerprint(datalist, modality, progress=progress), path)

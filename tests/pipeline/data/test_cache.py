@@ -212,6 +212,7 @@ def _config(tmp_path, mode):
 
 @pytest.mark.parametrize("mode", ["ram", "disk"])
 def test_build_cache_for_dataset(phantom_dataset, tmp_path, mode):
+    """`radseg cache` fills the disk cache whatever cache.mode says (a RAM cache would end with it)."""
     from radseg.pipeline.data.cache import build_cache_for_dataset
 
     before = sorted(p.name for p in phantom_dataset.rglob("*"))
@@ -220,15 +221,63 @@ def test_build_cache_for_dataset(phantom_dataset, tmp_path, mode):
     assert summary.target_spacing == (2.0, 2.0, 4.0) and summary.ct_window is not None
     assert len(summary.bytes_per_case) == 4 and summary.total_bytes == sum(summary.bytes_per_case) > 0
     text = str(summary)
-    assert f"{mode}: 4 of 4 cases cached" in text and "bytes per case  mean" in text and "MiB" in text
+    assert f"disk: 4 of 4 cases cached ({tmp_path / 'cache'})" in text and "bytes per case  mean" in text
+    assert "MiB" in text
     fingerprint = Path(summary.fingerprint_path)
     assert fingerprint.is_file() and fingerprint.name == "fingerprint.json"
     assert (tmp_path / "cache") in fingerprint.parents
     assert sorted(p.name for p in phantom_dataset.rglob("*")) == before, "the user's dataset is untouched"
+    assert len(list((tmp_path / "cache" / "entries").glob("*.pt"))) == 4
     if mode == "disk":
-        assert len(list((tmp_path / "cache" / "entries").glob("*.pt"))) == 4
         again = build_cache_for_dataset(phantom_dataset, _config(tmp_path, mode))
         assert again.bytes_per_case == summary.bytes_per_case
+
+
+def test_training_reads_what_radseg_cache_wrote(phantom_dataset, tmp_path, monkeypatch):
+    """After `radseg cache` (folder from $RADSEG_CACHE_DIR), a RAM-cache training run loads every case from
+    the disk entries and takes the stored fingerprint: no case is read or fingerprinted again."""
+    from monai.transforms import LoadImaged as Load
+
+    from radseg.configs import load_config
+    from radseg.pipeline.core.distributed import DistInfo
+    from radseg.pipeline.data.cache import build_cache_for_dataset
+    from radseg.pipeline.train.run_setup import prepare_data
+    from radseg.transforms import fingerprint as fingerprint_module
+    from conftest import TINY_TRAIN
+
+    monkeypatch.setenv("RADSEG_CACHE_DIR", str(tmp_path / "cache"))
+    cfg = load_config("demo", [*TINY_TRAIN, "cache.mode=ram"])
+    summary = build_cache_for_dataset(phantom_dataset, cfg)
+    assert summary.where == str(tmp_path / "cache") and summary.cached_cases == 4
+    assert len(list((tmp_path / "cache" / "entries").glob("*.pt"))) == 4
+
+    reads, load = [], Load.__call__
+    monkeypatch.setattr(Load, "__call__", lambda self, data, *a, **k: reads.append(1) or load(self, data, *a, **k))
+
+    def measure_again(*args, **kwargs):
+        raise AssertionError("the fingerprint radseg cache stored must be reused")
+
+    monkeypatch.setattr(fingerprint_module, "compute_fingerprint", measure_again)
+    run = tmp_path / "run"
+    run.mkdir()
+    data = prepare_data(cfg, phantom_dataset, run, DistInfo(), fresh=True, progress=False)
+    assert data.train_dataset.loaded_from_disk + data.val_dataset.loaded_from_disk == 4
+    assert reads == [], "no case is preprocessed again"
+    assert (run / "fingerprint.json").read_text() == Path(summary.fingerprint_path).read_text()
+    batch = next(iter(build_loader(data.train_dataset, 1, 0, True, 0)))
+    assert batch[IMAGE].shape[1:] == (1, 32, 32, 16)
+
+
+def test_cache_folder_that_is_a_file_is_refused(phantom_dataset, tmp_path, monkeypatch):
+    from radseg.configs import load_config
+    from radseg.errors import ConfigError
+    from radseg.pipeline.data.cache import build_cache_for_dataset
+
+    (tmp_path / "cache").write_text("not a folder")
+    monkeypatch.setenv("RADSEG_CACHE_DIR", str(tmp_path / "cache"))
+    with pytest.raises(ConfigError, match=r"the cache folder .*cache \(cache.cache_dir, else "
+                                          r"\$RADSEG_CACHE_DIR.* is a file"):
+        build_cache_for_dataset(phantom_dataset, load_config("demo"))
 
 
 def test_preprocess_chain_caches_float16_images_and_uint8_labels(phantom_dataset):

@@ -198,3 +198,19 @@ def test_folder_and_csv_errors(tmp_path):
         discover_dataset(_write(tmp_path / "c" / "gone.csv", "image\ny.nii.gz\n"))
     with pytest.raises(DataError, match="rows 3 have no image path"):
         discover_dataset(_write(tmp_path / "c" / "blank.csv", "image,label\nx.nii.gz,\n,x.nii.gz\n"))
+
+
+def test_a_training_runs_checks_announce_the_dataset_once(phantom_dataset, caplog):
+    """fit discovers the dataset for the folds, for check-data and for its datasets: one INFO line."""
+    import logging
+
+    from radseg.configs import load_config
+    from radseg.pipeline.core.distributed import DistInfo
+    from radseg.pipeline.train.run_checks import check_data
+
+    cfg = load_config("demo", ["data.num_folds=2"])
+    with caplog.at_level(logging.INFO, logger="radseg.pipeline.data.datalist"):
+        check_data(cfg, phantom_dataset, DistInfo())
+        discover_dataset(phantom_dataset)  # prepare_data's own discovery
+    lines = [r.getMessage() for r in caplog.records if r.getMessage().startswith("dataset ")]
+    assert lines == ["dataset radseg-phantom (msd): 4 training, 2 test cases"]

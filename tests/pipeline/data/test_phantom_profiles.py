@@ -31,7 +31,7 @@ def test_same_seed_same_bytes_and_profiles_differ(tmp_path):
 
 
 def test_unknown_profile_is_refused(tmp_path):
-    with pytest.raises(DataError, match="phantom profile must be one of abdomen, chest-pelvis, not 'pelvis'"):
+    with pytest.raises(DataError, match="phantom profile must be one of abdomen, chest-pelvis, irregular, not 'pelvis'"):
         write_phantom_dataset(tmp_path / "d", num_cases=1, profile="pelvis")
     assert not (tmp_path / "d").exists()
 

@@ -162,3 +162,80 @@ def test_label_folder_inside_a_dataset_takes_its_label_map(folders, tmp_path):
     (dataset / "dataset.json").unlink()  # a bare folder: two classes only, so label 2 is refused
     with pytest.raises(DataError, match=r"exceed the 2 classes .*pass the right --labels"):
         evaluate_folder(pred, labels_ts, tmp_path / "out2", progress=False, resamples=50)
+
+
+def _miss_the_lesion_of_c1(pred) -> None:
+    guess = np.asarray(nib.load(pred / "c1.nii.gz").dataobj).copy()
+    guess[guess == 2] = 1  # the lesion class is empty in the prediction, present in the truth
+    _save(guess, pred / "c1.nii.gz")
+    (pred / "c1_probabilities.npy").unlink()
+
+
+def test_undefined_distances_are_counted_and_printed_and_the_worst_case_is_the_volume_diagonal(folders, tmp_path):
+    pred, truth, out = folders
+    _miss_the_lesion_of_c1(pred)
+    result = evaluate_folder(pred, truth, out, progress=False, resamples=20, worst_cases=0)
+    hd95 = result.summary["metrics"]["lesion"]["hd95_mm"]
+    assert (hd95["n"], hd95["n_undefined"]) == (2, 1)
+    assert result.summary["metrics"]["lesion"]["assd_mm"]["n_undefined"] == 1
+    header, *lines = str(result).splitlines()
+    assert header.split() == ["class", "n", "Dice", "undef", "95%", "CI", "HD95", "mm", "undef", "NSD", "undef"]
+    lesion_line = next(line.split() for line in lines if line.startswith("lesion "))
+    assert (lesion_line[3], lesion_line[6]) == ("0", "1")  # Dice defined everywhere; HD95 once undefined
+    assert "n_undefined</th>" in (out / "report.html").read_text()
+    worst = evaluate_folder(pred, truth, tmp_path / "worst", progress=False, resamples=20, worst_cases=0,
+                            worst_case_distances=True)
+    diagonal = float(np.sqrt((24 * 1.5) ** 2 + (20 * 1.2) ** 2 + (12 * 3.0) ** 2))  # the extent of AFFINE's grid
+    rows = {(r["case_id"], r["class"]): r for r in csv.DictReader((tmp_path / "worst" / "metrics.csv").open())}
+    assert float(rows[("c1", "lesion")]["hd95_mm"]) == pytest.approx(diagonal, rel=1e-5)
+    assert float(rows[("c1", "lesion")]["assd_mm"]) == pytest.approx(diagonal, rel=1e-5)
+    hd95 = worst.summary["metrics"]["lesion"]["hd95_mm"]
+    assert (hd95["n"], hd95["n_undefined"]) == (3, 0) and worst.summary["worst_case_distances"] is True
+    assert "diagonal" in worst.summary["conventions"]["prediction empty, truth not"]
+
+
+def test_cli_flag_worst_case_distances(folders, capsys):
+    pred, truth, out = folders
+    _miss_the_lesion_of_c1(pred)
+    assert main(["evaluate", "--pred", str(pred), "--truth", str(truth), "--output", str(out),
+                 "--worst-case-distances"]) == 0
+    assert json.loads((out / "summary.json").read_text())["metrics"]["lesion"]["hd95_mm"]["n_undefined"] == 0
+
+
+def _npz_from_predict(pred, case: str, affine: np.ndarray) -> None:
+    """The probability map as ``radseg predict --probabilities`` writes it (with its RAS affine)."""
+    from radseg.pipeline.predict.outputs import write_probabilities
+
+    probabilities = np.load(pred / f"{case}_probabilities.npy")  # (C, X, Y, Z)
+    (pred / f"{case}_probabilities.npy").unlink()
+    write_probabilities(probabilities.transpose(0, 3, 2, 1), affine, ["background", "organ", "lesion"],
+                        pred / f"{case}_probabilities.npz")
+
+
+def test_npz_probabilities_from_another_grid_are_refused_in_one_line(folders, capsys):
+    pred, truth, out = folders
+    _npz_from_predict(pred, "c0", AFFINE)  # the right grid: accepted
+    result = evaluate_folder(pred, truth, out, lesion_classes=("lesion",), progress=False, resamples=20,
+                             worst_cases=0)
+    assert "froc" in result.summary["lesions"]["lesion"] and "c0" not in result.summary["probability_grid_unchecked"]
+    other = AFFINE.copy()
+    other[:3, 3] = (-30.0, 12.0, 4.5)  # another case's scan: the same shape, another place
+    (pred / "c0_probabilities.npz").unlink()
+    _npz_from_predict(pred, "c1", other)  # c1's map, as if predicted on another scan, put beside c0's mask
+    (pred / "c1_probabilities.npz").rename(pred / "c0_probabilities.npz")
+    code = main(["evaluate", "--pred", str(pred), "--truth", str(truth), "--output", str(out), "--overwrite",
+                 "--lesion-classes", "lesion"])
+    err = capsys.readouterr().err.strip().splitlines()
+    assert code == 2 and len(err) == 1
+    assert re.search(r"case c0: probability map .*c0_probabilities.npz is not on the grid of its label map "
+                     r".*c0.nii.gz: map origin \(-30, 12, 4.5\) mm, spacing \(1.5, 1.2, 3\) mm vs label map "
+                     r"origin \(0, 0, 0\) mm, spacing \(1.5, 1.2, 3\) mm", err[0])
+
+
+def test_npy_probabilities_without_an_affine_are_scored_with_a_warning(folders, caplog):
+    pred, truth, out = folders
+    with caplog.at_level("WARNING", logger="radseg.pipeline.evaluate.loading"):
+        result = evaluate_folder(pred, truth, out, lesion_classes=("lesion",), progress=False, resamples=20,
+                                 worst_cases=0)
+    assert result.summary["probability_grid_unchecked"] == ["c0", "c1", "c2"]
+    assert any("case c1: probability map c1_probabilities.npy has no affine" in r.getMessage() for r in caplog.records)

@@ -75,3 +75,16 @@ def test_froc_by_hand():
     }
     table = froc(cases, rates=(0.3, 0.5, 1.0, 2.0))
     assert table == pytest.approx({0.3: 0.0, 0.5: 1 / 3, 1.0: 1.0, 2.0: 1.0})
+
+
+def test_f1_is_zero_without_true_positives_and_nan_only_without_any_lesion():
+    truth, empty = np.zeros((12, 12, 8), bool), np.zeros((12, 12, 8), bool)
+    truth[2:5, 2:5, 2:5] = True
+    far = np.zeros_like(truth)
+    far[8:11, 8:11, 4:7] = True
+    missed = detection(match_lesions(empty, truth, AFFINE))  # a true lesion, no prediction
+    spurious = detection(match_lesions(far, empty, AFFINE))  # a predicted lesion, no truth
+    both_wrong = detection(match_lesions(far, truth, AFFINE))  # one missed, one false
+    assert (missed.false_negatives, spurious.false_positives, both_wrong.true_positives) == (1, 1, 0)
+    assert missed.f1 == 0.0 and spurious.f1 == 0.0 and both_wrong.f1 == 0.0
+    assert np.isnan(detection(match_lesions(empty, empty, AFFINE)).f1)

@@ -33,9 +33,10 @@ def test_offset_cubes_give_the_values_worked_out_by_hand():
     assert values["iou"] == pytest.approx(144 / 288)
     assert values["hd95_mm"] == pytest.approx(1.0)
     assert values["assd_mm"] == pytest.approx(2 * (20 * 0.5 + 52 * 1.0) / 304)
-    assert values["surface_dice"] == pytest.approx(2 * (80 + 20) / 304)
-    assert class_metrics(pred, truth, SPACING, tolerance_mm=0.4)["surface_dice"] == pytest.approx(80 / 152)
+    # surface Dice weighs surface elements by area (see the MONAI tests below); every element of
+    # either surface is within 1 mm of the other (the end faces are 1 mm apart), not all within 0.5
     assert class_metrics(pred, truth, SPACING, tolerance_mm=1.0)["surface_dice"] == pytest.approx(1.0)
+    assert 0 < values["surface_dice"] < 1
     assert values["volume_pred_ml"] == pytest.approx(216 * 1.25 / 1000)
     assert values["volume_error_ml"] == 0 and values["volume_error_rel"] == 0
 
@@ -69,11 +70,37 @@ def test_agreement_with_monai_on_random_masks_with_anisotropic_spacing(seed):
     assert ours["dice"] == pytest.approx(_monai(DiceMetric(include_background=False), pred, truth), abs=1e-6)
     hd95 = HausdorffDistanceMetric(include_background=False, percentile=95)
     assert ours["hd95_mm"] == pytest.approx(_monai(lambda p, t: hd95(p, t, spacing=spacing), pred, truth), rel=1e-5)
-    nsd = SurfaceDiceMetric(class_thresholds=[2.0], include_background=False)
+    nsd = SurfaceDiceMetric(class_thresholds=[2.0], include_background=False, use_subvoxels=True)
     assert ours["surface_dice"] == pytest.approx(_monai(lambda p, t: nsd(p, t, spacing=spacing), pred, truth), abs=1e-6)
     assd = SurfaceDistanceMetric(include_background=False, symmetric=True)
     assert ours["assd_mm"] == pytest.approx(_monai(lambda p, t: assd(p, t, spacing=spacing), pred, truth), rel=1e-5)
     assert 0.05 < ours["dice"] < 0.95 and ours["hd95_mm"] > 2.0  # a real test, not identical masks
+
+
+def _sphere(shape, centre, radius_mm: float, spacing) -> np.ndarray:
+    grids = np.ogrid[tuple(slice(0, n) for n in shape)]
+    return sum(((g - c) * s / radius_mm) ** 2 for g, c, s in zip(grids, centre, spacing)) <= 1
+
+
+def test_surface_dice_is_area_weighted_as_deepmind_and_monai_subvoxels_on_thick_slices():
+    from monai.metrics import compute_hausdorff_distance, compute_surface_dice
+
+    spacing = (0.8, 0.8, 3.0)
+    truth = _sphere((48, 48, 16), (24, 24, 8), 12.0, spacing)
+    pred = _sphere((48, 48, 16), (27, 25, 8.5), 12.0, spacing)
+    ours = class_metrics(pred, truth, spacing, tolerance_mm=1.0)
+    nsd = _monai(lambda p, t: compute_surface_dice(p, t, [1.0], spacing=spacing, use_subvoxels=True), pred, truth)
+    assert ours["surface_dice"] == pytest.approx(nsd, abs=1e-6)
+    assert ours["surface_dice"] == pytest.approx(0.5702, abs=1e-4)
+    # the old value, a count of surface voxels within the tolerance, is another number (0.521)
+    distances = surface_distances(pred, truth, spacing)
+    counted = np.concatenate([distances.pred_to_truth, distances.truth_to_pred]) <= 1.0
+    assert counted.mean() == pytest.approx(0.5214, abs=1e-4) and abs(counted.mean() - nsd) > 0.04
+    # HD95: the larger of the two directed 95th percentiles of the surface-voxel distances, as MONAI
+    hd95 = _monai(lambda p, t: compute_hausdorff_distance(p, t, spacing=spacing, percentile=95), pred, truth)
+    assert ours["hd95_mm"] == pytest.approx(hd95, rel=1e-6)
+    assert ours["hd95_mm"] == pytest.approx(max(np.percentile(distances.pred_to_truth, 95),
+                                                np.percentile(distances.truth_to_pred, 95)))
 
 
 def test_surface_matches_scipy_erosion_including_the_volume_border():
@@ -95,6 +122,18 @@ def test_empty_mask_conventions(pred_empty, truth_empty):
         assert (values["dice"], values["iou"], values["surface_dice"]) == (0, 0, 0)
         assert values["volume_error_rel"] == -1 if pred_empty else math.isnan(values["volume_error_rel"])
     assert surface_distances(empty, empty, SPACING).pred_to_truth.size == 0
+
+
+@pytest.mark.parametrize("pred_empty", [True, False])
+def test_worst_case_distances_are_the_diagonal_of_the_volume(pred_empty):
+    cube, _ = _offset_cubes(0)  # shape (16, 14, 14) at SPACING (0.5, 1.0, 2.5) mm
+    empty = np.zeros_like(cube)
+    pred, truth = (empty, cube) if pred_empty else (cube, empty)
+    values = class_metrics(pred, truth, SPACING, tolerance_mm=1.0, worst_case_distances=True)
+    diagonal = math.sqrt((16 * 0.5) ** 2 + (14 * 1.0) ** 2 + (14 * 2.5) ** 2)
+    assert values["hd95_mm"] == pytest.approx(diagonal) and values["assd_mm"] == pytest.approx(diagonal)
+    both_empty = class_metrics(empty, empty, SPACING, tolerance_mm=1.0, worst_case_distances=True)
+    assert math.isnan(both_empty["hd95_mm"]) and math.isnan(both_empty["assd_mm"])  # nothing to score
 
 
 def test_score_case_covers_every_class_and_metric_and_dice_per_class_agrees():

@@ -48,10 +48,13 @@ def test_the_cpu_share_of_a_step_is_measured():
     assert idle < 0.2  # sleeping is no CPU time: what a step pre-empted by another program looks like
 
 
-def test_plan_command_writes_a_loadable_commented_plan(phantom_dataset, tmp_path, flops_timer, capsys):
-    out = tmp_path / "plan.yaml"
+def test_plan_command_writes_a_loadable_commented_plan(phantom_dataset, tmp_path, flops_timer, capsys, caplog):
+    caplog.set_level("INFO")
+    out = tmp_path / "new" / "plan.yaml"  # a folder that does not exist yet is created
     assert main(["plan", "--data", str(phantom_dataset), "--budget", "20m", "--device", "cpu",
                  "--output", str(out)]) == 0
+    devices = [r.getMessage() for r in caplog.records if r.getMessage().startswith("device: ")]
+    assert len(devices) == 1 and devices[0].startswith("device: cpu (")  # logged once
     printed = capsys.readouterr().out
     assert "plan for CPU" in printed and f"radseg train --config {out}" in printed
     cfg = load_config(out)
@@ -136,8 +139,9 @@ def test_plan_of_a_generated_two_channel_mri_nnunet_dataset(tmp_path, flops_time
     assert load_config(make_plan.write_plan(plan, tmp_path / "plan.yaml")) == cfg
 
 
-def test_the_calibration_times_real_patches_through_a_data_loader(phantom_dataset):
+def test_the_calibration_times_real_patches_through_a_data_loader(phantom_dataset, monkeypatch):
     from radseg.configs.schema import AugmentConfig
+    from radseg.pipeline.plan import machine
     from radseg.pipeline.data.datalist import discover_dataset, to_datalist
     from radseg.transforms.fingerprint import compute_fingerprint
 
@@ -155,6 +159,31 @@ def test_the_calibration_times_real_patches_through_a_data_loader(phantom_datase
             seen.append(batch)
             yield batch
 
+    # a busy CI machine would trigger the second timing round (its own test above) and draw more
+    # batches; this test is about each step drawing a loaded batch, so the round count is fixed
+    monkeypatch.setattr(machine, "BUSY_SHARE", 0.0)
     seconds = measure_step_seconds([4, 8], [16, 16, 8], 2, 1, 3, steps=2, network="monai_unet",
                                    batches=counted([16, 16, 8], 2))
     assert 0 < seconds < 30 and len(seen) == 4  # two warm-up steps, two timed, each on a loaded batch
+
+
+def _no_planning(*args, **kwargs):
+    raise AssertionError("a refused --output must be refused before planning")
+
+
+def test_plan_output_is_checked_before_planning(tmp_path, monkeypatch, capsys):
+    monkeypatch.setattr(make_plan, "plan_dataset", _no_planning)
+    existing = tmp_path / "plan.yaml"
+    existing.write_text("mine")
+    assert main(["plan", "--data", str(tmp_path), "--output", str(existing)]) == 2
+    assert capsys.readouterr().err.strip() == (f"radseg plan: error: plan output {existing} already exists; "
+                                               "pass --overwrite to replace it or choose another path")
+    for flags in ([], ["--overwrite"]):  # a folder: one line naming it, never a temporary file's path
+        assert main(["plan", "--data", str(tmp_path), "--output", str(tmp_path), *flags]) == 2
+        err = capsys.readouterr().err.strip()
+        assert err == (f"radseg plan: error: --output {tmp_path} is a folder, but the plan is a YAML file; "
+                       f"pass a file path such as {tmp_path / 'plan.yaml'}")
+    assert main(["plan", "--data", str(tmp_path), "--output", str(existing / "sub" / "plan.yaml")]) == 2
+    assert f"{existing} is a file, not a folder" in capsys.readouterr().err
+    assert existing.read_text() == "mine"
+

@@ -246,3 +246,28 @@ def test_fingerprint_without_object_shares_plans_no_clean_ups():
         del stats["min_largest_object_share"], stats["min_object_volume_ml"]
     plan = _plan(classes)
     assert plan.config.inference.largest_component == [] and plan.config.inference.min_component_ml == []
+
+
+def test_inside_rule_follows_the_labels_distances(tmp_path):
+    from radseg.configs.schema import InsideRule
+    from radseg.pipeline.plan.rules import inside_decisions
+
+    classes = _liver_and_tumour()
+    classes["2"]["distance_to_mm"] = {"1": 0.0}
+    classes["1"]["distance_to_mm"] = {"2": 0.0}  # the liver touches every tumour too, but is the larger: no rule
+    (decision,) = inside_decisions(classes, LABELS, 3, [0.8, 0.8, 2.5])
+    assert decision.value == [{"value": 2, "within": 1, "margin_mm": 5.0}]
+    assert decision.why.startswith("tumour lies within 0.0 mm of liver in 20/20 labels with tumour → tumour "
+                                   "components outside liver + 5 mm are removed (margin: the largest distance seen "
+                                   "+ 5 mm, the larger of 5 mm and 2 voxels of 2.5 mm)")
+    thick = inside_decisions(classes, LABELS, 3, [0.9, 0.9, 3.4])[0]  # thick slices: two of them, 6.8 mm
+    assert thick.value == [{"value": 2, "within": 1, "margin_mm": 6.8}]
+    for seen in (17.0, None):  # a tumour 17 mm from the liver, or beside no liver, in one label: no rule
+        classes["2"]["distance_to_mm"] = {"1": seen}
+        (none,) = inside_decisions(classes, LABELS, 3, [0.8, 0.8, 2.5])
+        assert none.value == [] and "no components removed by position" in none.why
+    classes["2"]["distance_to_mm"] = {"1": 2.0}
+    plan = _plan(classes)
+    assert plan.config.inference.inside == [InsideRule(value=2, within=1, margin_mm=7.0)]
+    assert "tumour lies within 2.0 mm of liver in 20/20 labels" in plan.why("inference.inside")
+    assert load_config(write_plan(plan, tmp_path / "plan.yaml")).inference == plan.config.inference

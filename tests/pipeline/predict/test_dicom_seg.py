@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import logging
 import shutil
 from pathlib import Path
 
@@ -205,3 +206,14 @@ def _nifti_slice(nifti: sitk.Image, header: pydicom.Dataset, rows, columns) -> t
     index = (world - nifti.GetOrigin()) @ direction / np.asarray(nifti.GetSpacing())
     index = np.round(index).astype(int)
     return index[..., 2], index[..., 1], index[..., 0]
+
+
+def test_highdicom_info_lines_are_quietened_while_writing(tmp_path, caplog):
+    folder = real_data("dcmqi_ct3slice")
+    label = sitk.ReadImage(str(folder / "liver_seg.nrrd"))
+    with caplog.at_level(logging.INFO):
+        write_dicom_seg(label, folder / "ct-3slice", {1: "liver"}, tmp_path / "liver.dcm")
+    assert any(r.name == "radseg.pipeline.predict.dicom_seg" for r in caplog.records)  # our own line stays
+    chatty = [r.getMessage() for r in caplog.records if r.name.startswith("highdicom") and r.levelno < logging.WARNING]
+    assert chatty == []  # highdicom logs ~10 "copy attributes of module ..." INFO lines per SEG
+    assert logging.getLogger("highdicom").level == logging.NOTSET  # restored afterwards

@@ -2,13 +2,17 @@
 
 from __future__ import annotations
 
+import os
+
 import numpy as np
 import pydicom
 import SimpleITK as sitk
 
 from conftest import real_data
-from predict_helpers import oracle_model
+from predict_helpers import DIRECTIONS, oracle_model, phantom_scan
+from radseg.pipeline.predict import extra_outputs
 from radseg.pipeline.predict.extra_outputs import dicom_seg_writer, quicklook_writer
+from radseg.pipeline.predict.inputs import find_cases
 from radseg.pipeline.predict.predict import PredictOptions, predict_many
 
 
@@ -41,3 +45,31 @@ def test_file_input_gets_no_seg(tmp_path):
     (result,) = predict_many(oracle_model(), [tmp_path / "scan.nii.gz"], tmp_path / "out", options).results
     assert result.status == "done", result.message
     assert not list((tmp_path / "out").glob("*_seg.dcm"))
+
+
+def test_failing_dicom_seg_leaves_nothing_of_its_case_and_the_others_complete(tmp_path, monkeypatch):
+    inputs, out = tmp_path / "in", tmp_path / "out"
+    inputs.mkdir()
+    out.mkdir()
+    for file in real_data("dcmqi_ct3slice", "ct-3slice").iterdir():
+        os.symlink(file, inputs / file.name)
+    image, _ = phantom_scan(DIRECTIONS["RAS"], shape=(40, 36, 20))
+    sitk.WriteImage(image, str(inputs / "plain.nii.gz"))
+    (dicom_case,) = [case for case in find_cases([inputs]) if case.is_dicom]
+    earlier = out / f"{dicom_case.name}.nii.gz"  # an earlier run's mask, never recorded as done
+    earlier.write_bytes(b"earlier run")
+
+    def broken(*args, **kwargs):
+        raise AttributeError("'Dataset' object has no attribute 'PixelSpacing'")  # as highdicom may fail
+
+    monkeypatch.setattr(extra_outputs, "write_dicom_seg", broken)
+    options = PredictOptions(progress=False, check_modality=False, extra_writers=(dicom_seg_writer,))
+    results = {r.name: r for r in predict_many(oracle_model(), [inputs], out, options).results}
+    assert results["plain"].status == "done"
+    assert results[dicom_case.name].status == "failed"
+    assert "dicom_seg_writer failed on case" in results[dicom_case.name].message
+    assert "AttributeError" in results[dicom_case.name].message
+    assert earlier.read_bytes() == b"earlier run"  # neither replaced nor removed
+    assert sorted(p.name for p in out.iterdir()) == sorted(
+        [earlier.name, "labels.json", "plain.json", "plain.nii.gz", "volumes.csv"])  # no staging left
+    assert [row.split(",")[0] for row in (out / "volumes.csv").read_text().splitlines()] == ["case", "plain"]

@@ -2,7 +2,13 @@
 
 from __future__ import annotations
 
+import dataclasses
+import re
+from pathlib import Path
+
+import numpy as np
 import pytest
+import SimpleITK as sitk
 import torch
 
 from radseg.configs.schema import InferenceConfig
@@ -168,7 +174,7 @@ def test_windows_outside_the_body_are_skipped_and_body_voxels_keep_the_known_ans
     assert sum(calls) == 1  # 4 x 4 x 3 = 48 windows, only the one holding the body ran
     assert "ran 1 of 48 windows (47 outside the body skipped)" in caplog.text
     assert torch.equal(out[0, 0][body], image[0, 0][body] + 1)
-    assert torch.equal(out[0, 0, 20:, 20:, 14:], torch.zeros(20, 13, 7))  # skipped: zero logits
+    assert torch.equal(out[0, 0, 20:, 20:, 14:], torch.zeros(20, 13, 7))  # no window ran: background logit 0
 
 
 def test_body_mask_with_mirroring_and_padding_matches_the_unmasked_prediction_on_the_body():
@@ -179,3 +185,191 @@ def test_body_mask_with_mirroring_and_padding_matches_the_unmasked_prediction_on
     masked = sliding_window_predict(_PlusOne(), image, cfg, body_mask=body)
     plain = sliding_window_predict(_PlusOne(), image, cfg)
     torch.testing.assert_close(masked[0, 0][body], plain[0, 0][body])
+
+
+# --- skipped windows, the body mask and test-time mirroring --------------------------------------
+
+class _Constant(torch.nn.Module):
+    """Pointwise: the same logits at every voxel (a model that labels every voxel); counts windows run."""
+
+    def __init__(self, logits=(0.25, 1.5)) -> None:
+        super().__init__()
+        self.logits = torch.nn.Parameter(torch.tensor(logits))
+        self.windows = 0
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        self.windows += x.shape[0]
+        return torch.zeros_like(x[:, :1]) + self.logits.view(1, -1, *[1] * (x.ndim - 2))
+
+
+@pytest.mark.parametrize("blend_mode,mirror", [("constant", False), ("gaussian", False), ("gaussian", True)])
+def test_skipped_windows_give_background_and_do_not_pull_the_band(blend_mode, mirror):
+    """Windows at x 0-9 and 5-14 run, 10-19 onwards are skipped: x 10-14 is the band."""
+    image = torch.zeros(1, 1, 40, 12, 10)
+    body = torch.zeros(40, 12, 10, dtype=torch.bool)
+    body[:6] = True
+    cfg = InferenceConfig(blend_mode=blend_mode, overlap=0.5, mirror=mirror, sw_batch_size=4)
+    network = _Constant()
+    probs = sliding_window_predict(network, image, cfg, [10, 12, 10], body_mask=body, softmax=True,
+                                   mirror_axes=(1, 2) if mirror else None)
+    expected = torch.softmax(network.logits.detach(), 0).view(1, 2, 1, 1, 1).expand(1, 2, 15, 12, 10)
+    if blend_mode == "constant":
+        assert torch.equal(probs[:, :, :15], expected)  # ran-only and band alike: softmax of the constant
+    else:
+        torch.testing.assert_close(probs[:, :, :15], expected, rtol=0, atol=1e-6)
+    assert torch.equal(probs[0, 0, 15:], torch.ones(25, 12, 10))  # no window ran: background, p = 1
+    assert torch.equal(probs[0, 1, 15:], torch.zeros(25, 12, 10))
+
+
+def test_an_empty_region_is_still_skipped_and_the_cover_reaches_half_a_window_past_the_body(caplog):
+    from radseg.pipeline.predict.body_mask import body_mask, window_cover
+
+    raw = torch.full((1, 48, 16, 16), -1000.0)
+    raw[:, :8] = 40.0
+    cover = window_cover(body_mask(raw, "CT", -500.0), [8, 16, 16])
+    assert cover[:12].all() and not cover[12:].any()
+    network = _Constant()
+    with caplog.at_level("INFO", logger="radseg.pipeline.predict.inference"):
+        out = sliding_window_predict(network, raw[None], InferenceConfig(overlap=0.0), [8, 16, 16], body_mask=cover)
+    assert network.windows == 2 and "ran 2 of 6 windows (4 outside the body skipped)" in caplog.text
+    assert torch.equal(out[0].argmax(0)[:16], torch.ones(16, 16, 16, dtype=torch.long))
+
+
+def test_mri_body_is_everything_but_the_empty_background():
+    from radseg.pipeline.predict.body_mask import body_mask
+
+    raw = torch.full((1, 20, 10, 6), -1.3)  # z-scored: the zero background became -1.3 exactly
+    raw[:, 2:12, 2:8] = -0.5  # body, negative after z-scoring
+    raw[:, 5:8, 4:6, 2:4] = -1.2  # dark tissue, still above the background
+    body = body_mask(raw, "MRI", -500.0)
+    expected = torch.zeros(20, 10, 6, dtype=torch.bool)
+    expected[2:12, 2:8] = True
+    assert torch.equal(body, expected)
+
+
+def _model(network, roi, resolved=None, overrides=()):
+    from predict_helpers import RESOLVED
+    from radseg.configs.loader import load_config
+    from radseg.pipeline.predict.model import PredictModel
+
+    cfg = load_config("demo", [f"train.roi_size={list(roi)}", "train.device=cpu", "inference.overlap=0.25",
+                               *overrides])
+    return PredictModel(network=network.eval(), cfg=cfg, preprocess=resolved or RESOLVED,
+                        label_names={0: "background", 1: "organ"}, in_channels=1, num_classes=2,
+                        device=torch.device("cpu"), amp=None, source="test")
+
+
+def _scan(array: np.ndarray, folder: Path):
+    """A scan with the test preprocessing's spacing (resampling is the identity), array (X, Y, Z)."""
+    from radseg.pipeline.predict.inputs import find_cases
+
+    image = sitk.GetImageFromArray(np.ascontiguousarray(array.astype(np.float32).transpose(2, 1, 0)))
+    image.SetSpacing((1.25, 1.25, 2.0))
+    folder.mkdir(parents=True, exist_ok=True)
+    sitk.WriteImage(image, str(folder / "scan.nii.gz"))
+    return find_cases([folder / "scan.nii.gz"])[0]
+
+
+def _labels(result) -> np.ndarray:
+    return sitk.GetArrayFromImage(sitk.ReadImage(str(result.mask))).transpose(2, 1, 0)
+
+
+def _predict(model, array, folder, **options):
+    from radseg.pipeline.predict.predict import PredictOptions, predict_many
+
+    source = _scan(array, folder / "in")
+    (result,) = predict_many(model, [source.path], folder / "out", PredictOptions(progress=False, **options)).results
+    assert result.status == "done", result.message
+    return result
+
+
+def test_a_lung_enclosed_in_the_body_loses_no_voxel(tmp_path):
+    scan = np.full((48, 48, 24), -1000.0)
+    scan[4:44, 4:44] = 40.0
+    scan[10:38, 10:38, 4:20] = -900.0  # lung: windows lie wholly inside it
+    labels = _labels(_predict(_model(_Constant(), (12, 12, 6)), scan, tmp_path))
+    assert (labels[4:44, 4:44] == 1).all()  # every body voxel, lung included (the old skip lost its core)
+
+
+def test_a_z_scored_mri_loses_no_voxel_and_its_empty_background_is_skipped(tmp_path, caplog):
+    from predict_helpers import RESOLVED
+
+    scan = np.full((64, 32, 16), -1.3)  # exactly constant background
+    scan[4:28, 4:28] = -0.5  # the body, negative after z-scoring
+    scan[6:9, 6:9, 2:5] = 1.0  # the only positive voxels
+    resolved = dataclasses.replace(RESOLVED, modality="MRI", ct_window=None, crop_foreground=False)
+    with caplog.at_level("INFO", logger="radseg.pipeline.predict.inference"):
+        labels = _labels(_predict(_model(_Constant(), (12, 12, 8), resolved), scan, tmp_path))
+    assert (labels[4:28, 4:28] == 1).all()
+    ran, total = map(int, re.search(r"ran (\d+) of (\d+) windows", caplog.text).groups())
+    assert ran < total  # the windows in the empty x > 40 part of the scan did not run
+
+
+def test_located_z_range_is_background_with_probability_one_outside(tmp_path):
+    scan = np.full((48, 48, 24), -1000.0)
+    scan[4:44, 4:44] = 40.0
+    network = _Constant((0.0, 3.0))
+    result = _predict(_model(network, (12, 12, 6)), scan, tmp_path, probabilities=True,
+                      locate=lambda prepared, model: (0, 8))
+    probs = np.load(result.mask.parent / "scan_probabilities.npz")["probabilities"].astype(np.float32)
+    assert (probs[0, ..., 8:] == 1).all() and (probs[1, ..., 8:] == 0).all()
+    inside = probs[:, 4:44, 4:44, :8].reshape(2, -1)
+    np.testing.assert_allclose(inside, np.broadcast_to(torch.softmax(network.logits.detach(), 0).numpy()[:, None],
+                                                       inside.shape), atol=1e-3)
+
+
+def test_mirroring_flips_only_the_given_axes():
+    class _Ramp(torch.nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.w = torch.nn.Parameter(torch.zeros(()))
+
+        def forward(self, x):
+            return x * 0 + torch.arange(x.shape[2], dtype=x.dtype).view(1, 1, -1, 1, 1) + self.w
+
+    image = torch.zeros(1, 1, 6, 4, 4)
+    ramp = torch.arange(6.0).view(1, 1, 6, 1, 1).expand_as(image)
+    cfg = InferenceConfig(mirror=True, roi_size=[6, 4, 4], overlap=0.0)
+    torch.testing.assert_close(sliding_window_predict(_Ramp(), image, cfg, mirror_axes=(1, 2)), ramp)
+    torch.testing.assert_close(sliding_window_predict(_Ramp(), image, cfg, mirror_axes=(0,)), torch.full_like(image, 2.5))
+    counting = _Constant()
+    sliding_window_predict(counting, image, cfg, mirror_axes=())
+    assert counting.windows == 1
+    with pytest.raises(ConfigError, match="spatial axes 0..2"):
+        sliding_window_predict(_Ramp(), image, cfg, mirror_axes=(3,))
+
+
+def test_mirror_axes_come_from_the_training_flips_in_the_checkpoint(tmp_path):
+    from predict_helpers import write_checkpoint
+    from radseg.pipeline.predict.model import load_predict_model
+
+    def axes(*overrides, drop_flip_axes=False):
+        path = write_checkpoint(tmp_path / f"{len(list(tmp_path.iterdir()))}.pt", overrides)
+        if drop_flip_axes:  # a checkpoint written before augment.flip_axes existed
+            saved = torch.load(path, weights_only=True)
+            del saved["config"]["augment"]["flip_axes"]
+            torch.save(saved, path)
+        return load_predict_model(path, "cpu").mirror_axes
+
+    assert axes("augment.flip_prob=0") == ()
+    assert axes("augment.flip_prob=0.5", "augment.flip_axes=[0]") == (0,)
+    assert axes("augment.flip_prob=0.5", drop_flip_axes=True) == (0, 1, 2)  # what training flipped then
+    with pytest.raises(ConfigError, match="augment.flip_axes"):
+        write_checkpoint(tmp_path / "bad.pt", ["augment.flip_axes=[0, 3]"])
+
+
+def test_tta_mirrors_only_the_trained_axes_and_says_so(tmp_path, caplog):
+    scan = np.full((24, 24, 12), 40.0)
+    scan[0] = -1000.0  # some air, so the scan passes as CT
+    runs = {}
+    for name, overrides in (("plain", ()), ("no_flips", ("augment.flip_prob=0",)),
+                            ("x_only", ("augment.flip_prob=0.5", "augment.flip_axes=[0]"))):
+        network = _Constant()
+        with caplog.at_level("INFO"):
+            caplog.clear()
+            _predict(_model(network, (24, 24, 12), overrides=overrides), scan, tmp_path / name, tta=name != "plain")
+        runs[name] = (network.windows, caplog.text)
+    assert runs["no_flips"][0] == runs["plain"][0]
+    assert "mirroring does nothing for this model" in runs["no_flips"][1]
+    assert runs["x_only"][0] == 2 * runs["plain"][0]
+    assert "mirroring over axes x (those flipped in training): 2 passes per case" in runs["x_only"][1]

@@ -101,3 +101,55 @@ def test_cli_refuses_no_postprocess_with_clean_up_flags(tmp_path, capsys):
                  str(tmp_path / "out"), "--no-postprocess", "--largest-component"])
     assert code == 2
     assert "--no-postprocess turns every clean-up off" in capsys.readouterr().err
+
+
+def _structure_scene() -> np.ndarray:
+    """(Z, Y, X) at 2 x 1 x 1 mm: a liver box (z 5-34, y and x 10-39) with tumours in, beside and away from it."""
+    labels = np.zeros((40, 60, 60), np.uint8)
+    labels[5:35, 10:40, 10:40] = 1
+    labels[15:20, 20:25, 20:25] = 2  # inside the liver
+    labels[15:20, 40:43, 20:25] = 2  # outside it but touching its border
+    labels[15:20, 42:45, 30:34] = 2  # 3 voxels (3 mm) beyond its y border: within 5 mm
+    labels[37:39, 20:24, 20:24] = 2  # 3 slices (6 mm) beyond its z border: farther than 5 mm
+    labels[18:26, 48:57, 48:57] = 1  # a liver island ...
+    labels[20:24, 50:55, 50:55] = 2  # ... with a tumour inside, 15 mm from the liver
+    return labels
+
+
+def test_inside_rule_removes_far_tumours_after_the_organ_is_cleaned(caplog):
+    labels = _structure_scene()
+    cfg = PostprocessConfig(largest_component=(1,), inside=((2, 1, 5.0),))
+    with caplog.at_level("INFO", logger="radseg.pipeline.predict.postprocess"):
+        postprocess(labels, 3, voxel_ml=0.002, cfg=cfg, spacing=(2.0, 1.0, 1.0), case="c1")
+    expected = _structure_scene()
+    expected[37:39, 20:24, 20:24] = 0  # the tumour 6 mm out went to background
+    expected[18:26, 48:57, 48:57] = 0  # the liver island went (largest component), then its tumour (far)
+    np.testing.assert_array_equal(labels, expected)
+    # 32 + 100 voxels of 0.002 mL
+    assert "case c1: class 2: 2 component(s), 0.26 mL, farther than 5 mm from class 1 removed" in caplog.text
+    kept_island = _structure_scene()  # without the largest-component step the island's tumour touches liver
+    postprocess(kept_island, 3, voxel_ml=0.002, cfg=PostprocessConfig(inside=((2, 1, 5.0),)), spacing=(2.0, 1.0, 1.0))
+    assert (kept_island[20:24, 50:55, 50:55] == 2).all() and (kept_island[37:39, 20:24, 20:24] == 0).all()
+
+
+def test_inside_rule_keeps_everything_when_the_container_is_not_predicted(caplog):
+    labels = np.where(_structure_scene() == 2, 2, 0).astype(np.uint8)
+    before = labels.copy()
+    postprocess(labels, 3, voxel_ml=0.002, cfg=PostprocessConfig(inside=((2, 1, 5.0),)), spacing=(2.0, 1.0, 1.0),
+                case="c2")
+    np.testing.assert_array_equal(labels, before)
+    assert "case c2: class 2 is predicted but class 1 is not" in caplog.text
+
+
+def test_planned_inside_rules_are_checked_against_the_model():
+    inference = load_config("demo", ["inference.inside=[{value: 2, within: 1, margin_mm: 6.8}]"]).inference
+    cfg = PostprocessConfig.planned(inference, 3)
+    assert cfg.inside == ((2, 1, 6.8),) and cfg.active
+    assert cfg.describe(NAMES) == "tumour: components farther than 6.8 mm from liver removed"
+    with pytest.raises(ConfigError, match=r"inference.inside names class\(es\) \[2\], but the model's foreground "
+                                          r"classes are 1..1; fix: remove those rules"):
+        PostprocessConfig.planned(inference, 2)
+    with pytest.raises(ConfigError, match=r"unknown config key 'inference.inside\[0\].withn': did you mean"):
+        load_config("demo", ["inference.inside=[{value: 2, withn: 1}]"])
+    with pytest.raises(ConfigError, match=r"inference.inside\[0\] must name two different foreground classes"):
+        load_config("demo", ["inference.inside=[{value: 2, within: 2}]"])

@@ -19,6 +19,8 @@ import SimpleITK as sitk
 from conftest import real_data
 from predict_helpers import DIRECTIONS, oracle_model, phantom_scan, write_checkpoint
 from radseg.cli import main
+from radseg.errors import DataError
+from radseg.pipeline.evaluate.inputs import parse_labels
 from radseg.pipeline.predict.inputs import find_cases
 from radseg.pipeline.predict.predict import PredictOptions, predict_case, predict_many
 
@@ -135,6 +137,31 @@ def test_cli_predicts_skips_what_exists_and_overwrites_on_request(tmp_path, caps
     assert "1 done, 0 skipped" in capsys.readouterr().out
 
 
+def test_label_map_is_written_beside_the_masks_as_a_dataset_labels_json(tmp_path):
+    image, _ = phantom_scan(DIRECTIONS["RAS"], shape=(40, 36, 20))
+    source = _write(image, tmp_path / "scan.nii.gz")
+    out = tmp_path / "out"
+    predict_many(oracle_model(), [source], out, QUIET)
+    assert json.loads((out / "labels.json").read_text()) == {"0": "background", "1": "organ", "2": "lesion"}
+    # as `radseg evaluate --labels` and a plain-folder dataset read a labels.json
+    assert parse_labels(str(out / "labels.json")) == {0: "background", 1: "organ", 2: "lesion"}
+    assert [row.split(",")[0] for row in (out / "volumes.csv").read_text().splitlines()] == ["case", "scan"]
+
+
+def test_labels_json_of_another_model_is_kept_unless_overwrite(tmp_path):
+    image, _ = phantom_scan(DIRECTIONS["RAS"], shape=(40, 36, 20))
+    source = _write(image, tmp_path / "scan.nii.gz")
+    out = tmp_path / "out"
+    out.mkdir()
+    (out / "labels.json").write_text('{"0": "background", "1": "liver", "2": "tumour"}')
+    with pytest.raises(DataError, match="holds another label map"):
+        predict_many(oracle_model(), [source], out, QUIET)
+    assert sorted(p.name for p in out.iterdir()) == ["labels.json"]
+    predict_many(oracle_model(), [source], out, PredictOptions(progress=False, overwrite=True))
+    assert json.loads((out / "labels.json").read_text()) == {"0": "background", "1": "organ", "2": "lesion"}
+    assert (out / "scan.nii.gz").is_file()
+
+
 _KILLABLE = """
 import sys, time
 sys.path.insert(0, {helpers!r})
@@ -166,10 +193,11 @@ def test_killed_batch_resumes_with_the_rest(tmp_path):
     process.wait()
     assert (out / "case0.json").exists() and not (out / "case1.json").exists()
     visible = sorted(p.name for p in out.iterdir() if not p.name.startswith("."))
-    assert visible == ["case0.json", "case0.nii.gz"]  # nothing half-written under a real name
+    assert visible == ["case0.json", "case0.nii.gz", "labels.json"]  # nothing half-written under a real name
     summary = predict_many(oracle_model(), [inputs], out, QUIET)
     assert [r.status for r in summary.results] == ["skipped", "done", "done"]
     assert "case2" in (out / "volumes.csv").read_text()
+    assert not list(out.glob(".radseg-partial-*"))  # the killed case's staging folder is gone too
 
 
 @pytest.mark.slow

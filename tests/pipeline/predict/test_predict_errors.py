@@ -1,9 +1,12 @@
-"""Bad input to radseg predict: one clear line each, no traceback, nothing half-written."""
+"""Bad input to radseg predict: one clear line each, no traceback, nothing half-written; run folders as --model."""
 
 from __future__ import annotations
 
+import json
+import logging
 import os
 import re
+import shutil
 from pathlib import Path
 
 import numpy as np
@@ -15,6 +18,10 @@ import torch
 from conftest import real_data
 from predict_helpers import DIRECTIONS, phantom_scan, write_checkpoint
 from radseg.cli import main
+from radseg.errors import ConfigError
+from radseg.pipeline.core.checkpoint import resolve_checkpoint
+from radseg.pipeline.predict.model import load_predict_model
+from radseg.pipeline.predict.predict import PredictOptions, predict_many
 
 
 @pytest.fixture(scope="module")
@@ -124,3 +131,73 @@ def test_gantry_tilted_dicom_series(capsys, checkpoint, tmp_path):
         dataset.save_as(folder / file.name)
     code, err = _predict(capsys, checkpoint, folder, tmp_path / "out")
     assert code == 1 and "tilted gantry" in _one_line(err)
+
+
+def test_run_folder_is_taken_for_its_best_pt(capsys, checkpoint, scan, tmp_path):
+    out = tmp_path / "out"
+    code = main(["predict", "--model", str(checkpoint.parent), "--input", str(scan), "--output", str(out),
+                 "--device", "cpu", "--no-postprocess"])
+    assert code == 0, capsys.readouterr().err
+    assert json.loads((out / "scan.json").read_text())["model"] == str(checkpoint)
+
+
+def test_run_folder_without_best_pt_falls_back_to_last_pt_and_says_so(checkpoint, tmp_path, caplog):
+    run = tmp_path / "run"
+    run.mkdir()
+    shutil.copy(checkpoint, run / "last.pt")
+    with caplog.at_level(logging.WARNING, logger="radseg.pipeline.core.checkpoint"):
+        model = load_predict_model(run, "cpu")
+    assert model.source == str(run / "last.pt")
+    assert f"run folder {run} has no best.pt; using last.pt" in caplog.text
+    (run / "best.pt").write_bytes(b"")  # best.pt, when there, wins
+    assert resolve_checkpoint(run) == run / "best.pt"
+
+
+def test_run_folder_without_a_checkpoint_names_the_folder_and_what_it_looked_for(capsys, scan, tmp_path):
+    run = tmp_path / "run"
+    (run / "fold0").mkdir(parents=True)
+    (run / "fold0" / "best.pt").write_bytes(b"")
+    (run / "epoch3.pt").write_bytes(b"")
+    code, err = _predict(capsys, run, scan, tmp_path / "out")
+    line = _one_line(err)
+    assert code == 2
+    assert f"run folder {run} holds no best.pt or last.pt (found: epoch3.pt, fold0/best.pt)" in line
+
+
+OPTION_ERRORS = {
+    "overlap": ({"overlap": 1.5}, "--overlap 1.5 is out of range", "at least 0 and below 1"),
+    "sw_batch_size": ({"sw_batch_size": 0}, "--sw-batch-size 0 is out of range", "at least 1"),
+    "slab": ({"slab": 0}, "slab 0 is out of range", "at least 1"),
+}
+
+
+@pytest.mark.parametrize("field", sorted(OPTION_ERRORS))
+def test_bad_option_is_refused_before_the_model_or_any_scan(tmp_path, field):
+    changes, said, allowed = OPTION_ERRORS[field]
+    # neither the checkpoint nor the input exists: only a check made before both can name the option
+    with pytest.raises(ConfigError) as caught:
+        predict_many(tmp_path / "nowhere.pt", [tmp_path / "no_scan.nii.gz"], tmp_path / "out",
+                     PredictOptions(progress=False, **changes), device="cpu")
+    assert said in str(caught.value) and allowed in str(caught.value)
+    assert not (tmp_path / "out").exists()
+
+
+def test_cuda_without_a_gpu_is_refused_in_one_line_before_the_model_or_any_scan(capsys, monkeypatch, tmp_path):
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    code = main(["predict", "--model", str(tmp_path / "nowhere.pt"), "--input", str(tmp_path / "no_scan.nii.gz"),
+                 "--output", str(tmp_path / "out"), "--device", "cuda"])
+    line = _one_line(capsys.readouterr().err)
+    assert code == 2 and "--device cuda asks for a GPU" in line and "torch.cuda.is_available() is False" in line
+    assert not (tmp_path / "out").exists()
+
+
+def test_labels_json_of_another_model_is_refused_before_any_case(capsys, checkpoint, scan, tmp_path):
+    out = tmp_path / "out"
+    out.mkdir()
+    (out / "labels.json").write_text(json.dumps({"0": "background", "1": "liver"}))
+    code, err = _predict(capsys, checkpoint, scan, out)
+    line = _one_line(err)
+    assert code == 2 and f"{out / 'labels.json'} holds another label map (0=background, 1=liver)" in line
+    assert "--overwrite" in line
+    assert sorted(p.name for p in out.iterdir()) == ["labels.json"]  # nothing predicted, the file kept
+    assert json.loads((out / "labels.json").read_text()) == {"0": "background", "1": "liver"}
