@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from radseg import __version__, cli
+from radseg import __version__, cli, cli_parser
 from radseg.cli import build_parser, main
 
 
@@ -39,7 +39,7 @@ def test_every_flag_has_help_that_names_its_default():
             default = action.default
             if default is None or default is False or default is argparse.SUPPRESS or default == []:
                 continue
-            if _shown(default) not in cli._help_with_default(action):
+            if _shown(default) not in cli_parser.help_with_default(action):
                 silent.append(f"{label} (default {default!r})")
     assert not missing, f"flags without help: {missing}"
     assert not silent, f"flags whose help does not name their default: {silent}"
@@ -98,7 +98,7 @@ def test_the_dataset_is_given_with_data_or_the_old_positional(command):
     parser = build_parser()
     for argv in ([command, "--data", "ds"], [command, "ds"]):
         args = parser.parse_args(argv)
-        cli._merge_dataset(args)
+        cli_parser.merge_dataset(args)
         assert args.data == Path("ds")
 
 
