@@ -11,7 +11,7 @@ from radseg.networks.flops import count_gflops
 from radseg.networks.receptive_field import analytic_receptive_field, empirical_receptive_field
 from radseg.configs.schema import NetworkConfig
 from radseg.networks.registry import NetworkEntry, build_network, get_entry, list_networks, resolve_params
-from radseg.pipeline.core.progress import progress_bar
+from radseg.progress import progress_bar
 
 #: FLOPs are counted on one patch of this size
 FLOP_PATCH = {3: (96, 96, 96), 2: (256, 256)}

@@ -22,7 +22,7 @@ from radseg.errors import ConfigError, DataError
 from radseg.transforms.intensity_samples import foreground_samples
 from radseg.transforms.io import read_header
 from radseg.transforms.object_stats import label_objects, median_foreground_box, summarize_objects
-from radseg.pipeline.core.progress import progress_bar
+from radseg.progress import progress_bar
 
 logger = logging.getLogger(__name__)
 

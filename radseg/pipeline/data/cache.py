@@ -41,7 +41,7 @@ from radseg.pipeline.data.datalist import discover_dataset, to_datalist
 from radseg.pipeline.data.persistent_cache import DiskBackedCacheDataset, SafePersistentDataset
 from radseg.transforms.fingerprint import compute_fingerprint, load_fingerprint, resolve_preprocess, save_fingerprint
 from radseg.transforms.preprocess import build_preprocess_transforms
-from radseg.pipeline.core.progress import progress_bar, terminal_progress
+from radseg.progress import progress_bar, terminal_progress
 
 logger = logging.getLogger(__name__)
 

@@ -22,7 +22,7 @@ from radseg.pipeline.data.voxel_stats import content_digest, count_non_finite, u
 from radseg.transforms.dicom import IRREGULAR_FIX, irregular_reason
 from radseg.transforms.grid import grid_differences
 from radseg.transforms.io import list_dicom_series, read_header, read_image
-from radseg.pipeline.core.progress import progress_bar
+from radseg.progress import progress_bar
 
 logger = logging.getLogger(__name__)
 

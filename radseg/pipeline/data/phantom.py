@@ -21,7 +21,7 @@ import nibabel as nib
 from radseg.errors import DataError
 from radseg.pipeline.data.phantom_anatomy import make_phantom_case  # noqa: F401 - public here too
 from radseg.pipeline.data.phantom_profiles import check_profile, make_profile_case
-from radseg.pipeline.core.progress import progress_bar
+from radseg.progress import progress_bar
 
 logger = logging.getLogger(__name__)
 

@@ -22,7 +22,7 @@ from radseg.pipeline.evaluate.lesions import Lesion, match_lesions
 from radseg.pipeline.evaluate.loading import check_geometry, load_case
 from radseg.pipeline.evaluate.metrics import score_case
 from radseg.pipeline.evaluate.summary import BOOTSTRAP_RESAMPLES, BOOTSTRAP_SEED
-from radseg.pipeline.core.progress import progress_bar
+from radseg.progress import progress_bar
 
 logger = logging.getLogger(__name__)
 

@@ -16,7 +16,7 @@ from radseg.configs.schema import InferenceConfig
 from radseg.pipeline.evaluate.metrics import dice_per_class
 from radseg.pipeline.core.memory_format import plain_tensor
 from radseg.pipeline.predict.inference import sliding_window_predict
-from radseg.pipeline.core.progress import progress_bar
+from radseg.progress import progress_bar
 
 
 def validate(

@@ -17,7 +17,7 @@ from typing import Callable, Iterable, Sequence
 import torch
 
 from radseg.errors import ConfigError
-from radseg.pipeline.core.progress import progress_bar
+from radseg.progress import progress_bar
 
 logger = logging.getLogger(__name__)
 

@@ -24,7 +24,7 @@ from radseg.configs.schema import InferenceConfig
 from radseg.errors import ConfigError
 from radseg.pipeline.core.memory_format import (  # noqa: F401 (re-exported)
     contiguous_weights, plain_tensor, use_channels_last)
-from radseg.pipeline.core.progress import terminal_progress
+from radseg.progress import terminal_progress
 from radseg.pipeline.predict.mirroring import mirror_flips
 from radseg.pipeline.predict.window_skip import WindowRunner, batched_mask, pad_like_monai, ran_only
 

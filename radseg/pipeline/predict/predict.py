@@ -29,7 +29,7 @@ from radseg.pipeline.predict.postprocess import PostprocessConfig, postprocess
 from radseg.pipeline.predict.prepare import StageClock, prepare_case
 from radseg.pipeline.predict.to_grid import axis_map, logits_to_grid
 from radseg.pipeline.predict.window_skip import set_background
-from radseg.pipeline.core.progress import progress_bar
+from radseg.progress import progress_bar
 
 logger = logging.getLogger(__name__)
 

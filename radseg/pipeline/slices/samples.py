@@ -23,7 +23,7 @@ from radseg.configs.schema import RadsegConfig, SlicesConfig
 from radseg.errors import ConfigError, RadsegError
 from radseg.transforms.preprocess import build_preprocess_transforms
 from radseg.transforms.slices import SliceStackd
-from radseg.pipeline.core.progress import progress_bar
+from radseg.progress import progress_bar
 
 logger = logging.getLogger(__name__)
 

@@ -22,7 +22,7 @@ from radseg.pipeline.core.memory_format import plain_tensor
 from radseg.pipeline.predict.inference import autocast
 from radseg.pipeline.train.run_log import RunLog
 from radseg.pipeline.train.schedule import lr_at, set_lr
-from radseg.pipeline.core.progress import progress_bar
+from radseg.progress import progress_bar
 
 logger = logging.getLogger(__name__)
 

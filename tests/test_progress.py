@@ -5,8 +5,8 @@ from __future__ import annotations
 import io
 
 from radseg.cli import main
-from radseg.pipeline.core import progress
-from radseg.pipeline.core.progress import progress_bar
+from radseg import progress
+from radseg.progress import progress_bar
 
 
 class _Terminal(io.StringIO):
