@@ -51,9 +51,19 @@ def progress_bar(iterable: Iterable | None = None, **kwargs: Any) -> tqdm:
         kwargs.update(file=_PlainLines(stream), ascii=True, dynamic_ncols=False,
                       mininterval=max(kwargs.get("mininterval", 0.1), LOG_INTERVAL_S),
                       delay=max(kwargs.get("delay", 0.0), LOG_INTERVAL_S))
-    else:
-        kwargs["file"] = stream
-    return tqdm(iterable, **kwargs)
+        return _LogBar(iterable, **kwargs)
+    return tqdm(iterable, file=stream, **kwargs)
+
+
+class _LogBar(tqdm):
+    """tqdm for a log: a new postfix (each step's loss) waits for the next line instead of forcing
+    one, so a log gets a line per :data:`LOG_INTERVAL_S`, not one per step."""
+
+    def set_postfix(self, ordered_dict=None, refresh=True, **kwargs) -> None:
+        super().set_postfix(ordered_dict, refresh=False, **kwargs)
+
+    def set_description(self, desc=None, refresh=True) -> None:
+        super().set_description(desc, refresh=False)
 
 
 class _PlainLines:

@@ -51,3 +51,12 @@ def test_radseg_phantom_writes_no_control_characters_to_a_redirected_stderr(tmp_
     err = capsys.readouterr().err
     assert "phantom:   0%" in err
     assert "\r" not in err and "\x1b" not in err
+
+
+def test_a_postfix_per_step_in_a_log_does_not_force_a_line_per_step(monkeypatch):
+    """The training loop sets the loss as a postfix every step; in a log that must not be a line each."""
+    log = io.StringIO()
+    with progress_bar(range(200), desc="epoch 1/1", file=log) as bar:
+        for step in bar:
+            bar.set_postfix(loss=f"{1.0 / (step + 1):.4f}")
+    assert log.getvalue() == ""  # 200 quick steps, under LOG_INTERVAL_S: nothing worth a line
