@@ -46,7 +46,7 @@ def _load_checked_config(source, overrides):
 
 
 def _cmd_cache(args: argparse.Namespace) -> int:
-    from radseg.pipeline.data.cache import build_cache_for_dataset
+    from radseg.pipeline.data.fill_cache import build_cache_for_dataset
 
     cfg = _load_checked_config(args.config, args.set)
     summary = build_cache_for_dataset(args.data, cfg)

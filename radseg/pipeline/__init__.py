@@ -21,7 +21,7 @@ _PUBLIC = {
     "DataReport": "data.check_data",
     "build_dataset": "data.cache",
     "build_loader": "data.cache",
-    "build_cache_for_dataset": "data.cache",
+    "build_cache_for_dataset": "data.fill_cache",
     "shard_for_rank": "data.cache",
     "weighted_shard": "data.shards",
     "sliding_window_predict": "predict.inference",

@@ -215,7 +215,7 @@ def prepare_data(cfg: RadsegConfig, data: Path, run_dir: Path, info: ddp.DistInf
 
 def _cached_fingerprint(name: str, datalist: list[dict], modality: str, cfg: RadsegConfig) -> Fingerprint | None:
     """The fingerprint ``radseg cache`` stored for exactly these files and modality, or None."""
-    from radseg.pipeline.data.cache import stored_fingerprint_path
+    from radseg.pipeline.data.fill_cache import stored_fingerprint_path
     from radseg.transforms.fingerprint import load_fingerprint
 
     path = stored_fingerprint_path(name, datalist, modality, cfg.cache)

@@ -213,7 +213,7 @@ def _config(tmp_path, mode):
 @pytest.mark.parametrize("mode", ["ram", "disk"])
 def test_build_cache_for_dataset(phantom_dataset, tmp_path, mode):
     """`radseg cache` fills the disk cache whatever cache.mode says (a RAM cache would end with it)."""
-    from radseg.pipeline.data.cache import build_cache_for_dataset
+    from radseg.pipeline.data.fill_cache import build_cache_for_dataset
 
     before = sorted(p.name for p in phantom_dataset.rglob("*"))
     summary = build_cache_for_dataset(phantom_dataset, _config(tmp_path, mode))
@@ -240,7 +240,7 @@ def test_training_reads_what_radseg_cache_wrote(phantom_dataset, tmp_path, monke
 
     from radseg.configs import load_config
     from radseg.pipeline.core.distributed import DistInfo
-    from radseg.pipeline.data.cache import build_cache_for_dataset
+    from radseg.pipeline.data.fill_cache import build_cache_for_dataset
     from radseg.pipeline.train.run_setup import prepare_data
     from radseg.transforms import fingerprint as fingerprint_module
     from conftest import TINY_TRAIN
@@ -271,7 +271,7 @@ def test_training_reads_what_radseg_cache_wrote(phantom_dataset, tmp_path, monke
 def test_cache_folder_that_is_a_file_is_refused(phantom_dataset, tmp_path, monkeypatch):
     from radseg.configs import load_config
     from radseg.errors import ConfigError
-    from radseg.pipeline.data.cache import build_cache_for_dataset
+    from radseg.pipeline.data.fill_cache import build_cache_for_dataset
 
     (tmp_path / "cache").write_text("not a folder")
     monkeypatch.setenv("RADSEG_CACHE_DIR", str(tmp_path / "cache"))

@@ -52,7 +52,7 @@ def test_fingerprint_and_normalisation_per_channel(multichannel_dataset):
 
 def test_cache_and_short_training_take_both_channels(multichannel_dataset, tmp_path):
     from radseg.pipeline.core.checkpoint import load_checkpoint
-    from radseg.pipeline.data.cache import build_cache_for_dataset
+    from radseg.pipeline.data.fill_cache import build_cache_for_dataset
     from radseg.pipeline.train.fit import fit
 
     cfg = load_config("demo", [*TINY_TRAIN, "train.max_epochs=1", "data.modality=auto", f"cache.cache_dir={tmp_path / 'cache'}"])

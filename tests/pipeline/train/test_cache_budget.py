@@ -7,7 +7,8 @@ import pytest
 from radseg.configs.loader import load_config
 from radseg.pipeline.core.distributed import DistInfo
 from radseg.pipeline.data import persistent_cache
-from radseg.pipeline.data.cache import GIB, build_cache_for_dataset, cached_bytes
+from radseg.pipeline.data.cache import GIB, cached_bytes
+from radseg.pipeline.data.fill_cache import build_cache_for_dataset
 from radseg.pipeline.data.cache_keys import estimate_case_bytes
 from radseg.pipeline.data.datalist import discover_dataset, to_datalist
 from radseg.pipeline.train.run_setup import prepare_data
