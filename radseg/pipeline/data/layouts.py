@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import csv
 import json
+import logging
 import re
 from collections import defaultdict
 from pathlib import Path
@@ -17,6 +18,8 @@ from radseg.pipeline.data.cases import ACCEPTED_LAYOUTS, IMAGE_EXTENSIONS, Case,
 
 _DEFAULT_LABELS = {0: "background", 1: "foreground"}
 _MRI_NAMES = {"MR", "MRI", "T1", "T1W", "T1GD", "T1C", "T2", "T2W", "FLAIR", "ADC", "DWI", "PD"}
+
+logger = logging.getLogger(__name__)
 
 
 def discover_folder(root: Path) -> DatasetSpec:

@@ -214,3 +214,11 @@ def test_a_training_runs_checks_announce_the_dataset_once(phantom_dataset, caplo
         discover_dataset(phantom_dataset)  # prepare_data's own discovery
     lines = [r.getMessage() for r in caplog.records if r.getMessage().startswith("dataset ")]
     assert lines == ["dataset radseg-phantom (msd): 4 training, 2 test cases"]
+
+
+def test_a_stray_file_in_an_nnunet_images_folder_is_named_and_skipped(tmp_path, caplog):
+    root = _nnunet(tmp_path / "Dataset001_Prostate")
+    (root / "imagesTr" / "notes.txt").write_text("scanner protocol")
+    spec = discover_dataset(root)  # a NameError (no logger) before
+    assert [c.case_id for c in spec.training] == ["la_001", "la_002"]
+    assert "ignoring" in caplog.text and "notes.txt: not named CASE_XXXX.nii.gz" in caplog.text
