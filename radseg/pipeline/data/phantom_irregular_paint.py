@@ -47,7 +47,7 @@ def _paint_body(anatomy: IrregularAnatomy, coords: Coords) -> tuple[np.ndarray, 
     outline = _superellipse(u, v, a, b, b * anatomy.posterior_scale, p)
     wall = _superellipse(u, v, a - inset, b - inset, b * anatomy.posterior_scale - inset, p)
     cavity = _superellipse(u, v, *cavity_axes(anatomy), p)
-    su, sv, radius = 0.0, anatomy.spine_v, anatomy.spine_radius
+    sv, radius = anatomy.spine_v, anatomy.spine_radius
     muscles = sum(((u[:, None] - side * (radius + 12)) / 24) ** 2 + ((v[None, :] - sv + radius + 6) / 20) ** 2 < 1
                   for side in (1, -1)).astype(bool)
     slab = np.where(cavity, hu["fat"], np.where(wall, hu["muscle"], np.where(outline, hu["fat"], _AIR_HU)))
