@@ -81,6 +81,14 @@ def _fraction(text: str) -> float:
     return value
 
 
+def _dataset_path(text: str) -> Path:
+    """``--data``: a path that exists, refused while parsing (not seconds later, after the imports)."""
+    path = Path(text)
+    if not path.exists():
+        raise argparse.ArgumentTypeError(f"dataset path {text!r} does not exist; pass a dataset folder or a CSV file")
+    return path
+
+
 def _positive_int(text: str) -> int:
     try:
         value = int(text)
@@ -108,7 +116,7 @@ def _add_slices_parser(sub) -> None:
                                      help="run `radseg slices COMMAND --help` for its flags")
     p = commands.add_parser("train", help="train a slice classifier (patient-level folds)")
     _add_config_args(p, default=None, default_help="slices; with --resume: the run's own config.yaml")
-    p.add_argument("--data", type=Path, required=True, help=_DATA_HELP)
+    p.add_argument("--data", type=_dataset_path, required=True, help=_DATA_HELP)
     p.add_argument("-o", "--output", type=Path, required=True, help="the run folder (checkpoints, logs, curves)")
     p.add_argument("--fold", type=int, default=None, help="cross-validation fold (default: the config's data.fold)")
     p.add_argument("--resume", action="store_true", help="continue the run in --output")
@@ -124,7 +132,7 @@ def _add_slices_parser(sub) -> None:
     p.set_defaults(handler="slices predict")
     p = commands.add_parser("evaluate", help="per-slice and per-patient metrics with 95%% CIs on labelled cases")
     p.add_argument("-m", "--model", type=Path, required=True, help="a radseg slices train run folder (its best.pt) or a checkpoint file")
-    p.add_argument("--data", type=Path, required=True, help=_DATA_HELP)
+    p.add_argument("--data", type=_dataset_path, required=True, help=_DATA_HELP)
     p.add_argument("--split", default="test", choices=["test", "training"], help="which labelled cases (default test)")
     p.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"], help="where the network runs")
     p.set_defaults(handler="slices evaluate")
@@ -201,7 +209,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(handler="networks")
 
     p = sub.add_parser("plan", help="plan settings from a dataset, this machine and a time budget")
-    p.add_argument("--data", type=Path, required=True, help=_DATA_HELP)
+    p.add_argument("--data", type=_dataset_path, required=True, help=_DATA_HELP)
     p.add_argument("--budget", default="15m", help="wall clock for training, e.g. 15m, 2h (default 15m)")
     p.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto", help="the device to plan for")
     p.add_argument("--fold", type=_fold, default=None, help="plan for a fold, or all (train on every case)")
@@ -211,7 +219,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("train", help="train a network on a dataset")
     _add_config_args(p, default=None, default_help="demo; with --resume: the run's own config.yaml")
-    p.add_argument("--data", type=Path, required=True, help=_DATA_HELP)
+    p.add_argument("--data", type=_dataset_path, required=True, help=_DATA_HELP)
     p.add_argument("-o", "--output", type=Path, required=True, help="the run folder (checkpoints, logs, curves)")
     p.add_argument("--fold", type=_fold, default=None,
                    help="fold number, or all (train on every case) (default: the config's data.fold)")
@@ -268,9 +276,9 @@ _DATA_HELP = "the dataset: an MSD or nnU-Net v2 folder, a folder with images/ an
 
 def _add_dataset_args(p: argparse.ArgumentParser) -> None:
     """``--data PATH`` as in every other command; the older positional ``DATASET`` still works."""
-    p.add_argument("dataset", type=Path, nargs="?", default=None, metavar="DATASET",
+    p.add_argument("dataset", type=_dataset_path, nargs="?", default=None, metavar="DATASET",
                    help="the dataset, as before --data existed (give it one way, not both)")
-    p.add_argument("--data", type=Path, default=None, help=_DATA_HELP)
+    p.add_argument("--data", type=_dataset_path, default=None, help=_DATA_HELP)
 
 
 def merge_dataset(args: argparse.Namespace) -> None:

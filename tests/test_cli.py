@@ -75,7 +75,9 @@ def test_debug_is_accepted_before_and_after_the_command(where):
     assert build_parser().parse_args(command).debug is False
 
 
-def test_short_flags_mean_the_long_ones():
+def test_short_flags_mean_the_long_ones(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    Path("d").mkdir()  # --data must exist
     parser = build_parser()
     short = parser.parse_args(["predict", "-m", "best.pt", "-i", "a.nii.gz", "b.nii.gz", "-o", "out"])
     long = parser.parse_args(["predict", "--model", "best.pt", "--input", "a.nii.gz", "b.nii.gz", "--output", "out"])
@@ -94,7 +96,9 @@ def test_an_impossible_overlap_is_refused_while_parsing(capsys):
 
 
 @pytest.mark.parametrize("command", ["check-data", "cache"])
-def test_the_dataset_is_given_with_data_or_the_old_positional(command):
+def test_the_dataset_is_given_with_data_or_the_old_positional(command, tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    Path("ds").mkdir()  # the dataset must exist
     parser = build_parser()
     for argv in ([command, "--data", "ds"], [command, "ds"]):
         args = parser.parse_args(argv)
@@ -106,10 +110,25 @@ def test_the_dataset_is_given_with_data_or_the_old_positional(command):
     (["check-data", "a", "--data", "b"], "the dataset was given twice (a and --data b); pass only --data"),
     (["check-data"], "no dataset given; pass --data PATH"),
 ])
-def test_the_dataset_given_twice_or_not_at_all_is_one_line(argv, message, capsys):
+def test_the_dataset_given_twice_or_not_at_all_is_one_line(argv, message, capsys, tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    Path("a").mkdir()
+    Path("b").mkdir()
     assert main(argv) == 2
     err = capsys.readouterr().err
     assert err.startswith(f"radseg check-data: error: {message}") and err.count("\n") == 1
+
+
+@pytest.mark.parametrize("argv", [["check-data", "--data", "/no/such/dataset"], ["check-data", "/no/such/dataset"],
+                                  ["plan", "--data", "/no/such/dataset", "-o", "plan.yaml"],
+                                  ["train", "--data", "/no/such/dataset", "-o", "run"]])
+def test_a_missing_dataset_is_an_argument_error(argv, capsys):
+    """Refused while parsing, in one line, not after seconds of imports (check-data took 5 s to say it)."""
+    with pytest.raises(SystemExit) as stop:
+        main(argv)
+    err = capsys.readouterr().err
+    assert stop.value.code == 2
+    assert "dataset path '/no/such/dataset' does not exist; pass a dataset folder or a CSV file" in err
 
 
 def test_help_version_and_argument_errors_import_no_heavy_library():
@@ -118,7 +137,8 @@ def test_help_version_and_argument_errors_import_no_heavy_library():
         "import sys\n"
         "from radseg.cli import main\n"
         "for argv in (['--help'], ['--version'], ['predict', '--help'], ['train'],\n"
-        "             ['predict', '--model', 'x', '--input', 'y', '--output', 'z', '--overlap', '1.5']):\n"
+        "             ['predict', '--model', 'x', '--input', 'y', '--output', 'z', '--overlap', '1.5'],\n"
+        "             ['check-data', '--data', '/no/such/dataset'], ['plan', '--data', '/no/such', '-o', 'p.yaml']):\n"
         "    try:\n"
         "        main(argv)\n"
         "    except SystemExit:\n"
@@ -134,6 +154,7 @@ def test_ctrl_c_in_train_names_the_resume_command(command, tmp_path, monkeypatch
     run = tmp_path / "my run"
     run.mkdir()
     (run / "config.yaml").write_text("{}\n")
+    (tmp_path / "data").mkdir()
 
     def interrupted(*args, **kwargs):
         raise KeyboardInterrupt
@@ -155,5 +176,6 @@ def test_ctrl_c_before_the_run_folder_exists_says_to_start_again(tmp_path, monke
 
     monkeypatch.setattr(cli, "_load_checked_config", lambda source, overrides: None)
     monkeypatch.setattr("radseg.pipeline.train.fit.fit", interrupted)
-    assert main(["train", "--data", "d", "--output", str(tmp_path / "run")]) == 130
+    (tmp_path / "d").mkdir()
+    assert main(["train", "--data", str(tmp_path / "d"), "--output", str(tmp_path / "run")]) == 130
     assert "--resume" not in capsys.readouterr().err
