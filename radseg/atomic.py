@@ -33,11 +33,11 @@ def atomic_path(path: str | Path, keep_suffix: bool = False) -> Iterator[Path]:
         tmp = path.with_name(f".tmp.{os.getpid()}.{threading.get_ident()}.{path.name}")
     try:
         yield tmp
-        _fsync(tmp)
+        fsync_path(tmp)
         os.replace(tmp, path)
     finally:
         tmp.unlink(missing_ok=True)
-    _fsync(path.parent)  # the rename itself is durable only once the folder entry is flushed (POSIX)
+    fsync_path(path.parent)  # the rename itself is durable only once the folder entry is flushed (POSIX)
 
 
 def write_text_atomic(path: str | Path, text: str) -> Path:
@@ -47,7 +47,8 @@ def write_text_atomic(path: str | Path, text: str) -> Path:
     return Path(path)
 
 
-def _fsync(path: Path) -> None:
+def fsync_path(path: Path) -> None:
+    """Flush a file, or a folder's entries (so renames into it survive a power cut); best effort."""
     try:
         fd = os.open(path, os.O_RDONLY)
     except OSError:

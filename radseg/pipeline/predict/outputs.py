@@ -28,7 +28,7 @@ from typing import Iterator
 import numpy as np
 import SimpleITK as sitk
 
-from radseg.atomic import atomic_path, write_text_atomic
+from radseg.atomic import atomic_path, fsync_path, write_text_atomic
 from radseg.errors import DataError
 from radseg.transforms.nifti_gzip import write_nifti_gz
 
@@ -102,23 +102,9 @@ def staged_case(folder: Path, name: str) -> Iterator[Path]:
         staged = sorted(p for p in staging.iterdir() if p.is_file())
         for path in sorted(staged, key=lambda p: p.name == record):  # the record last
             os.replace(path, folder / path.name)
-        _sync_folder(folder)
+        fsync_path(folder)  # the renames into it survive a power cut (POSIX)
     finally:
         shutil.rmtree(staging, ignore_errors=True)
-
-
-def _sync_folder(folder: Path) -> None:
-    """Flush the folder's entries, so the renames into it survive a power cut (POSIX)."""
-    try:
-        fd = os.open(folder, os.O_RDONLY)
-    except OSError:
-        return
-    try:
-        os.fsync(fd)
-    except OSError:
-        pass  # some file systems cannot fsync a folder; each rename is still atomic
-    finally:
-        os.close(fd)
 
 
 def write_labels_json(folder: Path, label_names: dict[int, str], overwrite: bool = False) -> Path:
