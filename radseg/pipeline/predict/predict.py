@@ -136,6 +136,7 @@ def predict_many(checkpoint: str | Path | PredictModel, inputs: Sequence[str | P
     check_options(options, device)
     output = Path(output)
     info = ddp.init_distributed(device)
+    ddp.log_device(info.device)
     try:
         model = checkpoint if isinstance(checkpoint, PredictModel) else load_predict_model(checkpoint, str(info.device))
         cases = find_cases(inputs, exclude=output)

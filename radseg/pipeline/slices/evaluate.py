@@ -9,6 +9,7 @@ from typing import Sequence
 import numpy as np
 
 from radseg.errors import DataError
+from radseg.pipeline.core.distributed import log_device
 from radseg.pipeline.evaluate.classification import ClassificationReport, classification_report
 from radseg.pipeline.slices.infer import SliceModel, load_slice_model, slice_probabilities
 
@@ -41,6 +42,7 @@ def evaluate_slices(model: str | Path, cases: Sequence, *, patient_pattern: str 
                         f"{', '.join(unlabelled) or 'none'}; pass cases with label maps (e.g. imagesTs + labelsTs)")
     saved = load_checkpoint(model)
     slice_model = load_slice_model(saved, device)
+    log_device(slice_model.device)
     values = (saved["label_values"]["liver"], saved["label_values"]["lesion"])
     patient_of = patient_lookup(cases, patient_pattern or slice_model.cfg.slices.patient_pattern)
     patients: dict[str, tuple[list, list]] = {}

@@ -112,6 +112,7 @@ def fit_slices(cfg: RadsegConfig | None, data: str | Path, output: str | Path, f
     """
     start = time.perf_counter()
     info = ddp.init_distributed(cfg.train.device if cfg is not None else "auto")
+    ddp.log_device(info.device)
     deterministic_before = torch.are_deterministic_algorithms_enabled()
     try:
         if cfg is not None:

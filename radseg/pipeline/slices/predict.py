@@ -18,6 +18,7 @@ import numpy as np
 
 from radseg.atomic import atomic_path, write_text_atomic
 from radseg.errors import DataError
+from radseg.pipeline.core.distributed import log_device
 from radseg.pipeline.slices.infer import SliceModel, load_slice_model, slice_probabilities
 
 logger = logging.getLogger(__name__)
@@ -70,6 +71,7 @@ def predict_slices(model: str | Path | SliceModel, input: str | Path, output: st
         raise DataError(f"{len(existing)} output file(s) exist already: {', '.join(existing[:4])}; pass --overwrite "
                         "to replace them or choose another --output")
     slice_model = model if isinstance(model, SliceModel) else load_slice_model(model, device)
+    log_device(slice_model.device)
     output.mkdir(parents=True, exist_ok=True)
     results = []
     for source in sources:

@@ -119,6 +119,16 @@ def _cli(*args: str) -> int:
     return main(["predict", *args])
 
 
+def test_predict_logs_its_device_once(tmp_path, caplog):
+    checkpoint = write_checkpoint(tmp_path / "best.pt")
+    image, _ = phantom_scan(DIRECTIONS["LPS"], shape=(40, 36, 20))
+    source = _write(image, tmp_path / "scan.nii.gz")
+    caplog.set_level("INFO")
+    predict_many(checkpoint, [source], tmp_path / "out", QUIET, device="cpu")
+    assert [r.getMessage() for r in caplog.records if r.getMessage().startswith("device: ")] == [
+        f"device: cpu ({__import__('torch').get_num_threads()} threads)"]
+
+
 def test_cli_predicts_skips_what_exists_and_overwrites_on_request(tmp_path, capsys):
     checkpoint = write_checkpoint(tmp_path / "best.pt")
     image, _ = phantom_scan(DIRECTIONS["oblique"], shape=(40, 36, 20))
