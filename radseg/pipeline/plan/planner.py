@@ -49,7 +49,6 @@ NETWORK = {"cpu": "monai_unet", "cuda": "unet3d"}
 #: a validation window costs about a quarter of a training patch (forward only, no loss or loader), plus
 #: stitching; measured on 2 CPU cores: 0.22-0.28 of a loader-fed step's per-patch time
 VAL_FACTOR = 0.25
-PATCHES_PER_STEP = rules.PATCHES_PER_STEP
 
 
 @dataclass
@@ -176,6 +175,7 @@ class _Search:
         self.budget, self.fixed, self.train_cases, self.val_cases = budget, fixed, train_cases, val_cases
         self.device = machine.device
         self.network = NETWORK[machine.device]
+        self.patches_per_step = rules.PATCHES_PER_STEP[machine.device]
         self.notes: list[str] = []
         box = fingerprint.foreground_box_mm or facts.cropped_extent_mm
         self.box = box
@@ -199,8 +199,8 @@ class _Search:
         """Seconds per step: one reference network measured, other candidates scaled by their counted FLOPs."""
         reference = [64, 64, 32] if self.device == "cpu" else [128, 128, 64]
         ref_widths = rules.widths_for(16, rules.levels_for(reference), WIDTH_CAP[self.device])
-        seconds = self.timer(ref_widths, reference, PATCHES_PER_STEP, self.facts.in_channels, self.facts.num_classes,
-                             network=self.network)
+        seconds = self.timer(ref_widths, reference, self.patches_per_step, self.facts.in_channels,
+                             self.facts.num_classes, network=self.network)
         widths = rules.widths_for(base, rules.depth_for(patch), WIDTH_CAP[self.device])
         ratio = self._gflops(widths, patch) / self._gflops(ref_widths, reference)
         return seconds * ratio * LOADER_FACTOR[self.device]
@@ -210,17 +210,17 @@ class _Search:
 
     def passes(self, steps: int) -> float:
         """Times the planned steps' patches cover the training data's voxels."""
-        return steps * PATCHES_PER_STEP * math.prod(self.patch) / self._data_voxels(self.spacing_value)
+        return steps * self.patches_per_step * math.prod(self.patch) / self._data_voxels(self.spacing_value)
 
     def spacing(self) -> list[Decision]:
         smallest = rules.smallest_object_mm(self.fp.classes)
         candidates = rules.spacing_candidates(self.fp.target_spacing)
-        allowed = [s for s in candidates if rules.resolves(s, smallest)] or candidates[:1]
+        allowed = [s for s in candidates if rules.resolves(s, smallest, self.device)] or candidates[:1]
         chosen, passes, steps = allowed[-1], 0.0, 0.0
         for spacing in allowed:  # finest first: the first where a whole patch still gets enough steps
             patch = rules.patch_for(self.patch_mm, spacing)
             steps = self._train_time() / self._step_model(16, patch)
-            passes = steps * PATCHES_PER_STEP * math.prod(patch) / self._data_voxels(spacing)
+            passes = steps * self.patches_per_step * math.prod(patch) / self._data_voxels(spacing)
             if passes >= PASSES_MIN and steps >= STEPS_MIN[self.device]:
                 chosen = spacing
                 break
@@ -240,13 +240,13 @@ class _Search:
         for base, shrink in sequence:
             patch = rules.patch_for(self.patch_mm, self.spacing_value, shrink)
             widths = rules.widths_for(base, rules.depth_for(patch), WIDTH_CAP[self.device])
-            if training_memory_gb(widths, patch, PATCHES_PER_STEP, self._bytes(), self.network) > limit:
+            if training_memory_gb(widths, patch, self.patches_per_step, self._bytes(), self.network) > limit:
                 continue
             self.widths, self.patch = widths, patch
             if self._train_time() / self._step_model(base, patch) >= STEPS_MIN[self.device]:
                 break
         if not self.widths:
-            smallest = training_memory_gb([8, 16, 32], [32, 32, 16], PATCHES_PER_STEP, self._bytes(), self.network)
+            smallest = training_memory_gb([8, 16, 32], [32, 32, 16], self.patches_per_step, self._bytes(), self.network)
             raise ConfigError(f"this machine has {limit / 0.5 if self.device == 'cpu' else limit / 0.8:.1f} GB of "
                               f"{'RAM' if self.device == 'cpu' else 'GPU memory'} available, less than even the "
                               f"smallest plan needs (about {smallest:.2f} GB for training besides the data); free "
@@ -302,7 +302,7 @@ class _Search:
             return empirical_receptive_field(model, self.patch)
 
     def schedule(self) -> Schedule:
-        args = (self.widths, self.patch, PATCHES_PER_STEP, self.facts.in_channels, self.facts.num_classes)
+        args = (self.widths, self.patch, self.patches_per_step, self.facts.in_channels, self.facts.num_classes)
         if self.data_timer is not None:
             step = self.data_timer(*args, network=self.network) * SUSTAINED_FACTOR
             how = (f"the median training step fed by the data loader on a preprocessed case, x{SUSTAINED_FACTOR} "
@@ -310,10 +310,11 @@ class _Search:
         else:
             step = self.timer(*args, network=self.network) * LOADER_FACTOR[self.device]
             how = f"x{LOADER_FACTOR[self.device]} for data loading sharing the machine"
-        self.notes.append(f"measured step: {step:.3f} s for {PATCHES_PER_STEP} patches of {fmt(self.patch, 0)} ({how})")
+        self.notes.append(f"measured step: {step:.3f} s for {self.patches_per_step} patches of "
+                          f"{fmt(self.patch, 0)} ({how})")
         shape = [e / s for e, s in zip(self.facts.cropped_extent_mm, self.spacing_value)]
         windows = sliding_windows(shape, self.patch, rules.OVERLAP[self.device])
-        val_pass = self.val_cases * (windows * step / PATCHES_PER_STEP * VAL_FACTOR + 0.5)
+        val_pass = self.val_cases * (windows * step / self.patches_per_step * VAL_FACTOR + 0.5)
         return fit_schedule(self.budget, self.fixed, step, val_pass, self.device, fold_all=self.fold_all)
 
 

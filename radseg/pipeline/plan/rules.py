@@ -15,8 +15,11 @@ from radseg.pipeline.plan.budget import Schedule, format_seconds
 if TYPE_CHECKING:
     from radseg.pipeline.plan.machine import Machine
 
-#: the smallest objects (5th percentile diameter) should span this many voxels in plane
-MIN_OBJECT_VOXELS = 6.0
+#: the smallest objects (5th percentile diameter) should span this many voxels in plane, by device. A CPU
+#: budget pays for resolution in steps: at 15 CPU minutes on the abdomen phantom (seed 2027), 3 voxels
+#: (0.96 mm, 1363 steps) scored liver 0.981 / tumour 0.783 where 6 voxels (0.77 mm, 672 steps) scored
+#: 0.977 / 0.765 (benchmarks/plan_tradeoff.py, benchmarks/README.md); a GPU budget affords nnU-Net's finer grid
+MIN_OBJECT_VOXELS = {"cpu": 3.0, "cuda": 6.0}
 #: spacing factors tried, finest first (fine axes are coarsened towards the coarse one first)
 SPACING_FACTORS = (1.0, 1.25, 1.5, 1.75, 2.0, 2.5, 3.0, 4.0)
 #: context around the median foreground box a patch should cover
@@ -28,8 +31,10 @@ MAX_LEVELS, MIN_LEVELS = 6, 3
 SMALL_FRACTION, RARE_SHARE = 0.01, 0.6
 #: sliding-window overlap of a plan's inference and validation, by device
 OVERLAP = {"cpu": 0.25, "cuda": 0.5}
-#: patches per optimiser step (nnU-Net's batch of 2)
-PATCHES_PER_STEP = 2
+#: patches per optimiser step, by device (nnU-Net's 2). On CPU, 8 smaller patches per step (the hand-tuned
+#: MONAI recipe's) were measured against 2 at the same budget: liver 0.983 against 0.981, tumour 0.758 against
+#: 0.783 (the same measurement as MIN_OBJECT_VOXELS), so the CPU keeps 2
+PATCHES_PER_STEP = {"cpu": 2, "cuda": 2}
 #: a class in every training label, not small, whose largest object holds at least this share of it in
 #: each, is an organ: its predictions keep their largest component
 ONE_OBJECT_SHARE = 0.99
@@ -80,9 +85,9 @@ def smallest_object_mm(classes: dict[str, dict]) -> float:
     return min(stats["object_diameter_mm_p05"] for stats in classes.values())
 
 
-def resolves(spacing: Sequence[float], smallest_mm: float) -> bool:
-    """Whether the smallest objects span :data:`MIN_OBJECT_VOXELS` along the finer in-plane axes."""
-    return smallest_mm / sorted(spacing)[1] >= MIN_OBJECT_VOXELS
+def resolves(spacing: Sequence[float], smallest_mm: float, device: str = "cpu") -> bool:
+    """Whether the smallest objects span the device's :data:`MIN_OBJECT_VOXELS` along the finer in-plane axes."""
+    return smallest_mm / sorted(spacing)[1] >= MIN_OBJECT_VOXELS[device]
 
 
 def levels_for(patch: Sequence[int]) -> int:
@@ -151,8 +156,9 @@ def schedule_decisions(s: Schedule, machine: Any, budget: float) -> list[Decisio
                  "step, so a resumed run repeats the same schedule"),
         Decision("train.val_interval", s.val_interval, f"validation every {s.val_interval} epoch(s) and at the "
                  f"end: {s.validations} pass(es), about {100 * s.val_seconds / budget:.0f}% of the budget"),
-        Decision("train.batch_size", PATCHES_PER_STEP, "nnU-Net's 2 patches per step: more optimiser steps per "
-                 "budget than larger batches at the same voxels per second"),
+        Decision("train.batch_size", PATCHES_PER_STEP[machine.device], f"{PATCHES_PER_STEP[machine.device]} patches "
+                 "per step (nnU-Net's 2): more optimiser steps per budget than larger batches at the same voxels per "
+                 "second; 8 smaller ones per CPU step scored no better (benchmarks/plan_tradeoff.py)"),
         Decision("train.optimizer", "sgd" if long_run else "adamw", "SGD with Nesterov momentum for a long run "
                  "(nnU-Net)" if long_run else "AdamW converges in few steps, as a short budget needs"),
         Decision("train.learning_rate", 0.01 if long_run else 3e-3, "the optimiser's usual rate for this loss"),
@@ -168,7 +174,7 @@ def augment_decisions(modality: str, passes: float) -> list[Decision]:
     affine = 0.2 if passes >= 200 else 0.0
     intensity = 0.15 if modality == "MRI" else 0.1
     return [
-        Decision("augment.num_samples", 1, "one patch per loaded case; the batch holds two cases"),
+        Decision("augment.num_samples", 1, "one patch per loaded case; each patch of a step comes from its own case"),
         Decision("augment.flip_prob", 0.0, "scans are reoriented to RAS, so left and right differ (liver right, "
                  "spleen left); mirrored patches would teach the network to confuse them"),
         Decision("augment.affine_prob", affine, f"the plan passes over the data {passes:.0f} times: "
