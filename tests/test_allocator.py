@@ -24,8 +24,9 @@ def _env(**changes: str) -> dict[str, str]:
 
 
 def _radseg_debug(env: dict[str, str], tmp_path: Path) -> str:
-    """stderr of ``python -m radseg --debug check-data <missing folder>`` (fails fast, after logging)."""
-    done = subprocess.run([sys.executable, "-m", "radseg", "--debug", "check-data", str(tmp_path / "missing")],
+    """stderr of ``python -m radseg --debug check-data <empty folder>`` (fails fast, after logging; a missing
+    folder would be refused while parsing, before the allocator's restart)."""
+    done = subprocess.run([sys.executable, "-m", "radseg", "--debug", "check-data", str(tmp_path)],
                           env=env, capture_output=True, text=True, timeout=120)
     return done.stderr
 
@@ -106,7 +107,7 @@ def test_console_script_runs_with_the_setting(tmp_path):
     script = Path(sys.executable).parent / "radseg"
     if not script.is_file():
         pytest.skip("the radseg console script is not installed next to this interpreter")
-    done = subprocess.run([str(script), "--debug", "check-data", str(tmp_path / "missing")], env=_env(),
+    done = subprocess.run([str(script), "--debug", "check-data", str(tmp_path)], env=_env(),
                           capture_output=True, text=True, timeout=120)
     assert "keeps large blocks in the heap" in done.stderr, done.stderr
 
@@ -115,6 +116,6 @@ def test_console_script_runs_with_the_setting(tmp_path):
 @pytest.mark.slow
 def test_torchrun_ranks_run_with_the_setting(tmp_path):
     command = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node", "1",
-               "-m", "radseg", "--debug", "check-data", str(tmp_path / "missing")]
+               "-m", "radseg", "--debug", "check-data", str(tmp_path)]
     done = subprocess.run(command, env=_env(), capture_output=True, text=True, timeout=300)
     assert "keeps large blocks in the heap" in done.stdout + done.stderr, done.stderr[-2000:]
