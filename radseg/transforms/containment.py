@@ -68,8 +68,8 @@ def _surface_mm(mask: np.ndarray, box: tuple[slice, ...], spacing: Sequence[floa
 
 def grown_box(mask: np.ndarray, margin: Union[int, Sequence[int]] = 0) -> Union[tuple[slice, ...], None]:
     """The bounding box of ``mask`` grown by ``margin`` voxels (one for all axes, or one per axis),
-    clipped to the array, or None when the mask is empty (``radseg.pipeline.core.masks.bounding_box``
-    with a margin per axis; transforms do not import the pipeline)."""
+    clipped to the array, or None when the mask is empty (the pipeline's
+    ``radseg.pipeline.core.masks.bounding_box`` is this one)."""
     margins = [margin] * mask.ndim if isinstance(margin, (int, np.integer)) else list(margin)
     box = []
     for axis, margin in enumerate(margins):

@@ -4,9 +4,14 @@ from __future__ import annotations
 
 import numpy as np
 
+from radseg.transforms.containment import grown_box
+
 
 def bounding_box(mask: np.ndarray, margin: int = 0) -> tuple[slice, ...] | None:
     """The smallest box holding every True voxel, grown by ``margin`` and clipped to the array.
+
+    One implementation with :func:`radseg.transforms.containment.grown_box` (which the transforms,
+    below the pipeline, use with a margin per axis).
 
     Args:
         mask: a boolean array, any number of dimensions.
@@ -15,11 +20,4 @@ def bounding_box(mask: np.ndarray, margin: int = 0) -> tuple[slice, ...] | None:
     Returns:
         One slice per axis, or None when the mask is empty.
     """
-    box = []
-    for axis in range(mask.ndim):
-        others = tuple(a for a in range(mask.ndim) if a != axis)
-        hits = np.flatnonzero(mask.any(axis=others))
-        if hits.size == 0:
-            return None
-        box.append(slice(max(int(hits[0]) - margin, 0), min(int(hits[-1]) + 1 + margin, mask.shape[axis])))
-    return tuple(box)
+    return grown_box(mask, margin)
