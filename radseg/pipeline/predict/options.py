@@ -9,9 +9,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Callable, Sequence
 
-import torch
-
 from radseg.errors import ConfigError
+from radseg.pipeline.core.distributed import require_device
 from radseg.pipeline.predict.postprocess import PostprocessConfig
 
 #: the devices ``--device`` accepts
@@ -82,9 +81,7 @@ def check_options(options: PredictOptions, device: str = "auto") -> None:
                           "be a whole number of at least 1; fix: e.g. slab=16")
     if device not in DEVICES:
         raise ConfigError(f"--device {device!r} is not one of {', '.join(DEVICES)}; fix: --device auto")
-    if device == "cuda" and not torch.cuda.is_available():
-        raise ConfigError("--device cuda asks for a GPU, but torch sees no CUDA GPU (torch.cuda.is_available() "
-                          "is False); fix: --device cpu, or --device auto to use a GPU when there is one")
+    require_device(device, "--device")
 
 
 def _is_int(value) -> bool:
