@@ -84,10 +84,28 @@ def _cmd_train_budget(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_train_folds(args: argparse.Namespace) -> int:
+    from radseg.errors import ConfigError
+    from radseg.pipeline.train.folds_run import train_folds
+
+    if args.fold is not None:
+        raise ConfigError("--fold trains one fold and --folds several; pass one of them")
+    if args.budget and args.config:
+        raise ConfigError("--budget plans every setting itself; drop --config (or drop --budget to train with it)")
+    cfg = _load_checked_config(args.config, args.set) if args.config else None
+    result = train_folds(args.data, args.output, args.folds, cfg=cfg, budget=args.budget, device=args.device,
+                         resume=args.resume, overwrite=args.overwrite, overrides=args.set,
+                         pace=not args.fixed_schedule)
+    print(result)
+    return 0
+
+
 def _cmd_train(args: argparse.Namespace) -> int:
     from radseg.pipeline.train.fit import fit
     from radseg.pipeline.train.run_checks import device_overrides
 
+    if args.folds is not None or (args.resume and (args.output / "cv.json").is_file()):
+        return _cmd_train_folds(args)
     if args.budget and not args.resume:
         return _cmd_train_budget(args)
     if args.fixed_schedule:
@@ -254,7 +272,7 @@ def _interrupted_message(args: argparse.Namespace) -> str:
         command = "radseg slices train"
     if command is None:
         return "interrupted"
-    if not (args.output / "config.yaml").is_file():
+    if not ((args.output / "config.yaml").is_file() or (args.output / "cv.json").is_file()):
         return f"interrupted before the run folder {args.output} was written; start again with the same command"
     resume = f"{command} --data {shlex.quote(str(args.data))} --output {shlex.quote(str(args.output))} --resume"
     return f"interrupted; continue with: {resume}"

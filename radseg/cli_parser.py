@@ -109,6 +109,16 @@ def _fold(text: str) -> int | str:
         raise argparse.ArgumentTypeError(f"--fold must be a fold number or all, not {text!r}") from None
 
 
+def _folds(text: str):
+    """``--folds``: ``all-cv``, ``0-4`` or ``0,2,3``."""
+    from radseg.pipeline.train.cross_validation import parse_folds
+
+    try:
+        return parse_folds(text)
+    except ValueError as err:
+        raise argparse.ArgumentTypeError(str(err)) from None
+
+
 def _add_slices_parser(sub) -> None:
     """``radseg slices train|predict|evaluate``: the 2D slice branch."""
     slices = sub.add_parser("slices", help="the 2D slice classifier (liver present per axial slice)")
@@ -140,7 +150,9 @@ def _add_slices_parser(sub) -> None:
 
 def _add_predict_parser(sub) -> None:
     p = sub.add_parser("predict", help="segment new scans with a trained run's checkpoint")
-    p.add_argument("-m", "--model", type=Path, required=True, help="a run folder (its best.pt; last.pt if it has none) or a checkpoint file")
+    p.add_argument("-m", "--model", type=Path, nargs="+", required=True, metavar="RUN",
+                   help="a run folder (its best.pt; last.pt if it has none) or a checkpoint file; a cross-validation "
+                        "run (train --folds) or several runs predict as an ensemble (mean of their probabilities)")
     p.add_argument("-i", "--input", nargs="+", required=True, metavar="P",
                    help="NIfTI/NRRD/MHA files, DICOM series folders, or folders of them (searched recursively)")
     p.add_argument("-o", "--output", type=Path, required=True, help="folder for the masks")
@@ -223,6 +235,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("-o", "--output", type=Path, required=True, help="the run folder (checkpoints, logs, curves)")
     p.add_argument("--fold", type=_fold, default=None,
                    help="fold number, or all (train on every case) (default: the config's data.fold)")
+    p.add_argument("--folds", type=_folds, default=None, metavar="0-4|all-cv",
+                   help="cross-validation: train these folds in turn into OUTPUT/fold_K (under one --budget), then "
+                        "predict and score each fold's validation cases (OUTPUT/cv: the cross-validated table)")
     p.add_argument("--budget", default=None, help="without --config: plan for this wall clock (15m, 2h), then train")
     p.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto", help="where training runs (with --budget, also the device the plan is sized for)")
     p.add_argument("--fixed-schedule", action="store_true",

@@ -82,7 +82,7 @@ def test_short_flags_mean_the_long_ones(tmp_path, monkeypatch):
     short = parser.parse_args(["predict", "-m", "best.pt", "-i", "a.nii.gz", "b.nii.gz", "-o", "out"])
     long = parser.parse_args(["predict", "--model", "best.pt", "--input", "a.nii.gz", "b.nii.gz", "--output", "out"])
     assert vars(short) == vars(long)
-    assert short.input == ["a.nii.gz", "b.nii.gz"] and short.model == Path("best.pt")
+    assert short.input == ["a.nii.gz", "b.nii.gz"] and short.model == [Path("best.pt")]
     for command in (["train", "--data", "d"], ["plan", "--data", "d"], ["evaluate", "--pred", "p", "--truth", "t"],
                     ["slices", "train", "--data", "d"], ["demo"]):
         assert parser.parse_args([*command, "-o", "out"]).output == Path("out")

@@ -151,6 +151,9 @@ def _dataset_cases(path: Path, predicted: set[str]) -> tuple[dict, dict[int, str
     test = [case for case in spec.test if case.label is not None]
     if test and predicted <= {case.case_id for case in test}:
         chosen, note = test, f"the {len(test)} labelled test cases of dataset {spec.name} ({spec.root})"
+    elif predicted and predicted <= {case.case_id for case in spec.training}:  # out-of-fold predictions
+        chosen = spec.training
+        note = f"the {len(chosen)} labelled training cases of dataset {spec.name} ({spec.root})"
     else:
         chosen = spec.training + test
         note = f"all {len(chosen)} labelled cases of dataset {spec.name} ({spec.root})"

@@ -34,7 +34,10 @@ class PredictModel:
         num_classes: output channels (background included).
         device: where the windows run.
         amp: autocast dtype on CUDA, else None.
-        source: the checkpoint path.
+        source: the checkpoint path ("ensemble of N" for several).
+        members: an ensemble's checkpoints (empty for one model).
+        grid_members: an ensemble whose members preprocess differently: each predicts on its own grid
+            and the probabilities are averaged on the scan's (empty otherwise; see :mod:`.ensemble`).
     """
 
     network: torch.nn.Module
@@ -46,6 +49,8 @@ class PredictModel:
     device: torch.device
     amp: torch.dtype | None
     source: str
+    members: tuple[str, ...] = ()
+    grid_members: tuple["PredictModel", ...] = ()
 
     @property
     def modality(self) -> str:

@@ -23,7 +23,8 @@ from radseg.errors import DataError, RadsegError
 from radseg.pipeline.predict import outputs
 from radseg.pipeline.predict.inference import sliding_window_predict
 from radseg.pipeline.predict.inputs import PredictCase, find_cases
-from radseg.pipeline.predict.model import PredictModel, load_predict_model
+from radseg.pipeline.predict.ensemble import load_models
+from radseg.pipeline.predict.model import PredictModel
 from radseg.pipeline.predict.options import PredictOptions, check_options
 from radseg.pipeline.predict.postprocess import PostprocessConfig, postprocess
 from radseg.pipeline.predict.prepare import StageClock, prepare_case
@@ -90,14 +91,10 @@ def predict_case(model: PredictModel, case: PredictCase, output: str | Path,
         return CaseResult(case.name, "skipped", files.mask)
     options = dataclasses.replace(options, postprocess=_cleanups(model, options))
     clock = StageClock()
-    prepared = prepare_case(case, model, check_modality=options.check_modality, clock=clock)
-    clock.lap("preprocess")
-    logits = _network(model, prepared, options)
-    clock.lap("network")
-    labels, probs = logits_to_grid(logits[0], axis_map(prepared.pre_affine, prepared.original_affine),
-                                   prepared.grid.size, probabilities=options.probabilities, slab=options.slab)
-    del logits
-    clock.lap("to_grid")
+    if model.grid_members:
+        prepared, labels, probs = _grid_ensemble(model, case, options, clock)
+    else:
+        prepared, labels, probs = _one_model(model, case, options, clock)
     postprocess(labels, model.num_classes, prepared.grid.voxel_ml, options.postprocess,
                 spacing=prepared.grid.spacing[::-1], case=case.name)  # labels are (Z, Y, X), the grid (x, y, z)
     clock.lap("postprocess")
@@ -108,7 +105,33 @@ def predict_case(model: PredictModel, case: PredictCase, output: str | Path,
     return CaseResult(case.name, "done", files.mask, seconds=clock.seconds, volumes_ml=volumes)
 
 
-def predict_many(checkpoint: str | Path | PredictModel, inputs: Sequence[str | Path], output: str | Path,
+def _one_model(model: PredictModel, case: PredictCase, options: PredictOptions, clock: StageClock):
+    """Preprocess, sliding window, back to the scan's grid: the prepared case, labels and probabilities."""
+    prepared = prepare_case(case, model, check_modality=options.check_modality, clock=clock)
+    clock.lap("preprocess")
+    logits = _network(model, prepared, options)
+    clock.lap("network")
+    labels, probs = logits_to_grid(logits[0], axis_map(prepared.pre_affine, prepared.original_affine),
+                                   prepared.grid.size, probabilities=options.probabilities, slab=options.slab)
+    del logits
+    clock.lap("to_grid")
+    return prepared, labels, probs
+
+
+def _grid_ensemble(model: PredictModel, case: PredictCase, options: PredictOptions, clock: StageClock):
+    """Members that preprocess differently: each on its own grid, probabilities summed on the scan's."""
+    total = None
+    member_options = dataclasses.replace(options, probabilities=True)
+    for member in model.grid_members:
+        prepared, _, probs = _one_model(member, case, member_options, clock)
+        total = probs.astype(np.float32) if total is None else np.add(total, probs, out=total)
+        del probs
+    total /= len(model.grid_members)
+    labels = total.argmax(axis=0).astype(np.uint8)
+    return prepared, labels, total.astype(np.float16) if options.probabilities else None
+
+
+def predict_many(checkpoint: str | Path | Sequence[str | Path] | PredictModel, inputs: Sequence[str | Path], output: str | Path,
                  options: PredictOptions | None = None, *, device: str = "auto") -> PredictSummary:
     """Predict every scan under ``inputs`` into ``output``; one failing case does not stop the rest.
 
@@ -116,7 +139,8 @@ def predict_many(checkpoint: str | Path | PredictModel, inputs: Sequence[str | P
     once); ``volumes.csv`` is written once all processes are done.
 
     Args:
-        checkpoint: a run's ``best.pt``, its run folder, or a model already loaded.
+        checkpoint: a run's ``best.pt``, its run folder, a cross-validation run or several runs (an
+            ensemble, :mod:`.ensemble`), or a model already loaded.
         inputs: files, DICOM series folders, folders of them.
         output: the output folder (created).
         options: settings; defaults when None.
@@ -138,7 +162,7 @@ def predict_many(checkpoint: str | Path | PredictModel, inputs: Sequence[str | P
     info = ddp.init_distributed(device)
     ddp.log_device(info.device)
     try:
-        model = checkpoint if isinstance(checkpoint, PredictModel) else load_predict_model(checkpoint, str(info.device))
+        model = checkpoint if isinstance(checkpoint, PredictModel) else load_models(checkpoint, str(info.device))
         cases = find_cases(inputs, exclude=output)
         _check_writable(output)
         outputs.write_labels_json(output, model.label_names, overwrite=options.overwrite)
@@ -247,7 +271,7 @@ def _write(model, case, prepared, labels: np.ndarray, probs, files: outputs.Case
     volumes = dict(zip(names[1:], outputs.volumes_ml(labels, model.num_classes, prepared.grid.voxel_ml)))
     outputs.write_record({
         "case": case.name, "source": str(case.path), "series_uid": case.series_uid,
-        "model": model.source, "mask": files.mask.name, "shape": list(prepared.grid.size),
+        "model": model.source, "members": list(model.members), "mask": files.mask.name, "shape": list(prepared.grid.size),
         "spacing": list(prepared.grid.spacing), "volumes_ml": volumes,
         "postprocess": options.postprocess.describe(names),
         "extra_files": [p.name for p in files.extra],
