@@ -172,6 +172,18 @@ def _add_predict_parser(sub) -> None:
     p.set_defaults(handler="predict")
 
 
+def _add_export_parser(sub) -> None:
+    """``radseg export``: a run as a MONAI bundle, or its network as TorchScript or ONNX."""
+    p = sub.add_parser("export", help="share a trained run: a MONAI bundle, TorchScript or ONNX")
+    p.add_argument("run", type=Path, help="a run folder (its best.pt; last.pt if it has none) or a checkpoint file")
+    p.add_argument("--format", required=True, choices=("monai-bundle", "torchscript", "onnx"),
+                   help="monai-bundle: configs/, models/, docs/ in MONAI's layout; torchscript, onnx: the network "
+                        "with a preprocessing.json beside it (ONNX: opset 17, dynamic batch axis)")
+    p.add_argument("-o", "--output", type=Path, required=True, help="the folder to write")
+    p.add_argument("--overwrite", action="store_true", help="replace an existing --output folder")
+    p.set_defaults(handler="export")
+
+
 def build_parser() -> argparse.ArgumentParser:
     """The argument parser with every subcommand."""
     parser = argparse.ArgumentParser(prog="radseg", description=_DESCRIPTION, epilog=_EPILOG,
@@ -254,6 +266,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(handler="evaluate")
 
     _add_predict_parser(sub)
+    _add_export_parser(sub)
     _finish_subparsers(parser)
     return parser
 
