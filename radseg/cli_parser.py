@@ -140,7 +140,7 @@ def _add_slices_parser(sub) -> None:
 
 def _add_predict_parser(sub) -> None:
     p = sub.add_parser("predict", help="segment new scans with a trained run's checkpoint")
-    p.add_argument("-m", "--model", type=Path, required=True, help="a run folder (its best.pt; last.pt if it has none) or a checkpoint file")
+    p.add_argument("-m", "--model", type=Path, required=True, help="a run folder (its best.pt; last.pt if it has none), a checkpoint file, or a MONAI bundle folder (configs/, models/)")
     p.add_argument("-i", "--input", nargs="+", required=True, metavar="P",
                    help="NIfTI/NRRD/MHA files, DICOM series folders, or folders of them (searched recursively)")
     p.add_argument("-o", "--output", type=Path, required=True, help="folder for the masks")
