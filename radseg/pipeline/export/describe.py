@@ -12,35 +12,10 @@ from __future__ import annotations
 from typing import Any
 
 from radseg import keys
-from radseg.transforms.fingerprint import ResolvedPreprocess
-from radseg.transforms.preprocess import crop_threshold, intensity_steps
+from radseg.transforms.preprocess_items import preprocessing_items
 
 #: MONAI's ONNX opset used for export (onnxruntime 1.16+ runs it; TensorRT 8.6+ too)
 ONNX_OPSET = 17
-
-
-def preprocessing_items(resolved: ResolvedPreprocess) -> list[dict[str, Any]]:
-    """The deterministic preprocessing as MONAI bundle items (``_target_`` plus arguments).
-
-    ``$`` values are MONAI bundle expressions (``$numpy.float32``, the crop's ``select_fn``).
-    """
-    image = keys.IMAGE
-    items = [
-        {"_target_": "LoadImaged", "keys": image, "image_only": True, "dtype": "$numpy.float32"},
-        {"_target_": "EnsureChannelFirstd", "keys": image},
-        {"_target_": "Orientationd", "keys": image, "axcodes": "RAS", "labels": [["L", "R"], ["P", "A"], ["I", "S"]]},
-    ]
-    if resolved.crop_foreground:
-        threshold = crop_threshold(resolved)
-        # radseg's AboveThreshold keeps the whole scan when no voxel passes; the lambda does that too
-        select = f"$lambda x: (x > {threshold!r}) if bool((x > {threshold!r}).any()) else (x == x)"
-        items.append({"_target_": "CropForegroundd", "keys": image, "source_key": image, "select_fn": select,
-                      "margin": int(resolved.crop_margin), "allow_smaller": True})
-    items.append({"_target_": "Spacingd", "keys": image, "pixdim": [float(s) for s in resolved.target_spacing],
-                  "mode": "bilinear", "padding_mode": "border", "dtype": "$numpy.float32"})
-    items += [{"_target_": name, "keys": image, **_plain(kwargs)} for name, kwargs in intensity_steps(resolved)]
-    items.append({"_target_": "EnsureTyped", "keys": image, "dtype": "$torch.float32"})
-    return items
 
 
 def window_settings(model) -> dict[str, Any]:
@@ -81,9 +56,3 @@ def preprocessing_document(model, network_file: str, network_format: str) -> dic
                                                                              "logits": {"0": "batch"}},
                                        "note": "the batch axis is dynamic; spatial axes are fixed to the window"}
     return document
-
-
-def _plain(kwargs: dict) -> dict:
-    """JSON-ready values (numpy and tuples to float and lists)."""
-    return {k: [float(x) for x in v] if isinstance(v, (list, tuple)) else
-            (v if isinstance(v, (bool, str)) or v is None else float(v)) for k, v in kwargs.items()}

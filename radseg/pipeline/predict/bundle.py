@@ -47,10 +47,7 @@ def load_bundle_model(folder: str | Path, device: str = "auto"):
     run_device = pick_device(device)
     parser = read_bundle_config(folder, run_device)
     meta = parser.get("_meta_") or {}
-    modality = _modality(meta)
-    resolved = map_preprocessing(checked_content(parser, "preprocessing", folder, instantiate=False)["transforms"],
-                                 modality, str(folder))
-    window = map_inferer(checked_content(parser, "inferer", folder, instantiate=False), str(folder))
+    resolved, window = _exported_settings(parser, meta) or _mapped_settings(parser, meta, folder)
     network = _network(parser, folder)
     labels, in_channels, num_classes = _interface(meta, parser)
     network.to(run_device).eval()
@@ -59,6 +56,31 @@ def load_bundle_model(folder: str | Path, device: str = "auto"):
     return PredictModel(network=network, cfg=_config(window), preprocess=resolved, label_names=labels,
                         in_channels=in_channels, num_classes=num_classes, device=run_device, amp=None,
                         source=str(folder))
+
+
+def _mapped_settings(parser, meta: dict, folder: Path):
+    """The bundle's preprocessing and inferer mapped onto radseg's (refusing what does not map)."""
+    items = checked_content(parser, "preprocessing", folder, instantiate=False)["transforms"]
+    resolved = map_preprocessing(items, _modality(meta), str(folder))
+    return resolved, map_inferer(checked_content(parser, "inferer", folder, instantiate=False), str(folder))
+
+
+def _exported_settings(parser, meta: dict):
+    """A bundle radseg exported, unedited: the run's own settings from metadata.json (else None)."""
+    from radseg.transforms.fingerprint import ResolvedPreprocess
+    from radseg.transforms.preprocess_items import preprocessing_items
+
+    saved = meta.get("radseg") or {}
+    if not isinstance(saved.get("preprocess"), dict) or not isinstance(saved.get("window"), dict):
+        return None
+    resolved = ResolvedPreprocess.from_dict(saved["preprocess"])
+    window = dict(saved["window"])
+    preprocessing, inferer = parser.get("preprocessing") or {}, parser.get("inferer")
+    if preprocessing.get("transforms") != preprocessing_items(resolved) or inferer != {"_target_": "SlidingWindowInferer",
+                                                                                        **window}:
+        return None  # edited since the export: map what it says now
+    window["blend_mode"] = window.pop("mode")
+    return resolved, window
 
 
 def _network(parser, folder: Path) -> torch.nn.Module:

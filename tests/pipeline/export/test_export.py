@@ -132,3 +132,19 @@ def test_monai_alone_runs_the_bundle_to_radsegs_masks(trained_run, phantom_datas
               "(Invertd's bilinear resampling of probabilities against radseg's slab-wise return of logits)")
         assert all(score >= 0.99 for score in dice.values()), (result.name, dice)
         assert (np.asarray([dice[1]]) > 0).all()
+
+
+def test_radseg_predicts_its_own_exported_bundle_as_it_predicts_the_run(checkpoint, tmp_path):
+    from pipeline.predict.predict_helpers import DIRECTIONS, phantom_scan
+    import SimpleITK as sitk
+
+    image, _ = phantom_scan(DIRECTIONS["oblique"])
+    sitk.WriteImage(image, str(tmp_path / "scan.nii.gz"))
+    export_model(checkpoint, "monai-bundle", tmp_path / "bundle")
+    bundled = load_predict_model(tmp_path / "bundle", "cpu")
+    assert bundled.preprocess == load_predict_model(checkpoint, "cpu").preprocess
+    for model, out in ((checkpoint, "run"), (bundled, "bundle_out")):
+        assert predict_many(model, [tmp_path / "scan.nii.gz"], tmp_path / out, PredictOptions(progress=False),
+                            device="cpu").count("done") == 1
+    ours, theirs = (sitk.GetArrayFromImage(sitk.ReadImage(str(tmp_path / d / "scan.nii.gz"))) for d in ("run", "bundle_out"))
+    np.testing.assert_array_equal(ours, theirs)
