@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+import nibabel as nib
 import numpy as np
 import pytest
 import torch
@@ -131,7 +132,8 @@ def test_monai_alone_runs_the_bundle_to_radsegs_masks(trained_run, phantom_datas
         print(f"{result.name}: Dice radseg vs MONAI runner {dice}; {differ} voxels differ "
               "(Invertd's bilinear resampling of probabilities against radseg's slab-wise return of logits)")
         assert all(score >= 0.99 for score in dice.values()), (result.name, dice)
-        assert (np.asarray([dice[1]]) > 0).all()
+        liver = int((np.asarray(nib.load(result.mask).dataobj) == 1).sum())
+        assert liver > 1000, f"the tiny run found no liver in {result.name} ({liver} voxels): the check would be empty"
 
 
 def test_radseg_predicts_its_own_exported_bundle_as_it_predicts_the_run(checkpoint, tmp_path):
