@@ -76,7 +76,8 @@ def test_spleen_bundle_in_radseg_agrees_with_monais_own_run(tmp_path):
     scans = _scans(tmp_path / "data" / "imagesTs")  # the zoo config reads dataset_dir/imagesTs/*.nii.gz
     bundle = zoo_bundle(SPLEEN, tmp_path / "spleen")
     torch.save(_train_spleen(bundle, scans / "lps.nii.gz"), bundle / "models" / "model.pt")
-    run_monai_bundle(bundle / "configs" / "inference.json", bundle, tmp_path / "data", tmp_path / "monai")
+    run_monai_bundle(bundle / "configs" / "inference.json", bundle, tmp_path / "data", tmp_path / "monai",
+                     "--dataloader#num_workers", "0")  # the loader workers would only add start-up time
     summary = predict_many(bundle, [scans], tmp_path / "radseg", QUIET, device="cpu")
     assert summary.count("done") == 2
     for result in summary.results:
