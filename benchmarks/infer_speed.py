@@ -15,10 +15,19 @@ Each (system, scan) runs in a fresh process, so its peak RSS (``ru_maxrss``) is 
 synthetic CTs of 512×512×141 and 512×512×800 (a body cylinder with organs, int16 HU, .nii.gz,
 made once in a temporary folder) and the TotalSegmentator DICOM series in ../shared/data/real.
 
+With ``--bundle``, a second table: the model zoo's spleen bundle configuration
+(``../shared/data/monai_bundles/spleen_ct_segmentation``, random weights with the same background
+bias saved as ``models/model.pt`` in a temporary copy) run end to end by MONAI's own
+``python -m monai.bundle run`` against the same bundle run by ``radseg predict --model BUNDLE``, on
+the same synthetic scans: wall seconds of each command (imports included) and its peak RSS
+(``ru_maxrss`` of the command's largest process, from ``/usr/bin/time``-like ``RUSAGE_CHILDREN``
+of a fresh wrapper).
+
 Usage (about 10 minutes on 2 CPU cores; the 800-slice MONAI run needs ~13 GB of RAM)::
 
     python benchmarks/infer_speed.py
     python benchmarks/infer_speed.py --slices 141 --skip-dicom    # smaller
+    python benchmarks/infer_speed.py --slices 141 --skip-dicom --bundle --bundle-only   # the zoo bundle rows
 """
 
 from __future__ import annotations
@@ -192,29 +201,97 @@ def _table(rows: list[tuple[str, str, dict]]) -> str:
     return "\n".join(lines)
 
 
+ZOO_SPLEEN = REPO.parent / "shared" / "data" / "monai_bundles" / "spleen_ct_segmentation"
+#: run a command and print the largest peak RSS among its processes (KiB), in a fresh wrapper
+_RSS_WRAPPER = ("import resource, subprocess, sys; code = subprocess.run(sys.argv[1:]).returncode; "
+                "print('PEAK_KB', resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss); sys.exit(code)")
+
+
+def make_spleen_bundle(folder: Path) -> Path:
+    """A copy of the zoo's spleen bundle with seeded random weights (background logit +BACKGROUND_BIAS)."""
+    import shutil
+
+    import torch
+
+    from monai.networks.nets import UNet
+
+    shutil.copytree(ZOO_SPLEEN, folder)
+    (folder / "models").mkdir()
+    torch.manual_seed(0)
+    state = UNet(spatial_dims=3, in_channels=1, out_channels=2, channels=(16, 32, 64, 128, 256),
+                 strides=(2, 2, 2, 2), num_res_units=2, norm="batch").state_dict()
+    last_bias = [k for k, v in state.items() if k.endswith("bias") and v.shape == (2,)][-1]
+    state[last_bias] = state[last_bias] + torch.tensor([BACKGROUND_BIAS, 0.0])
+    torch.save(state, folder / "models" / "model.pt")
+    return folder
+
+
+def _timed(command: list[str]) -> dict:
+    start = time.perf_counter()
+    done = subprocess.run([sys.executable, "-c", _RSS_WRAPPER, *command], capture_output=True, text=True)
+    seconds = time.perf_counter() - start
+    peak = [line.split()[1] for line in done.stdout.splitlines() if line.startswith("PEAK_KB")]
+    if done.returncode != 0 or not peak:
+        return {"error": (done.stderr.strip().splitlines() or ["no output"])[-1][:120]}
+    return {"total": seconds, "peak_rss_gb": int(peak[-1]) / 2 ** 20}
+
+
+def bundle_rows(label: str, scan: Path, tmp: Path) -> list[tuple[str, str, dict]]:
+    """The zoo spleen bundle run by MONAI and by radseg on one scan, end to end."""
+    bundle = make_spleen_bundle(tmp / f"bundle-{scan.stem}")
+    data = tmp / f"data-{scan.stem}" / "imagesTs"  # the zoo config reads dataset_dir/imagesTs/*.nii.gz
+    data.mkdir(parents=True)
+    os.symlink(scan, data / scan.name)
+    monai_run = [sys.executable, "-m", "monai.bundle", "run", "--config_file", str(bundle / "configs" / "inference.json"),
+                 "--bundle_root", str(bundle), "--dataset_dir", str(data.parent), "--output_dir", str(tmp / "zoo-monai")]
+    radseg_run = [sys.executable, "-m", "radseg", "predict", "--model", str(bundle), "-i", str(data), "-o",
+                  str(tmp / "zoo-radseg"), "--overwrite", "--no-modality-check"]
+    return [(label, "zoo bundle, MONAI", _timed(monai_run)), (label, "zoo bundle, radseg", _timed(radseg_run))]
+
+
+def _bundle_table(rows: list[tuple[str, str, dict]]) -> str:
+    lines = [f"{'scan':<27}{'system':<22}{'end to end s':>14}{'peak GB':>9}{'speed-up':>10}"]
+    base = {scan: r for scan, system, r in rows if system.endswith("MONAI")}
+    for scan, system, r in rows:
+        if "error" in r:
+            lines.append(f"{scan:<27}{system:<22}failed: {r['error']}")
+            continue
+        speedup = f"{base[scan]['total'] / r['total']:.2f}x" if system.endswith("radseg") and "total" in base[scan] else ""
+        lines.append(f"{scan:<27}{system:<22}{r['total']:>14.1f}{r['peak_rss_gb']:>9.2f}{speedup:>10}")
+    return "\n".join(lines)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--slices", type=int, nargs="+", default=[141, 800])
     parser.add_argument("--skip-dicom", action="store_true")
     parser.add_argument("--skip-monai", action="store_true")
+    parser.add_argument("--bundle", action="store_true", help="also the zoo spleen bundle: MONAI's run against radseg's")
+    parser.add_argument("--bundle-only", action="store_true", help="with --bundle: only the bundle rows")
     parser.add_argument("--worker", nargs=3, help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.worker:
         _worker(*args.worker)
         return
-    rows = []
+    rows, bundle = [], []
     with tempfile.TemporaryDirectory(prefix="radseg-infer-") as tmp:
         scans = [(f"synthetic 512x512x{n}", make_ct(Path(tmp) / f"ct{n}.nii.gz", n)) for n in args.slices]
         if not args.skip_dicom and DICOM.is_dir():
             scans.append(("totalseg DICOM 512x512x20", DICOM))
         for label, scan in scans:
-            for system in ("radseg", "monai-tutorial")[: 1 if args.skip_monai else 2]:
+            if args.bundle and scan.is_file():
+                bundle += bundle_rows(label, scan, Path(tmp))
+                print(f"{label}: {bundle[-2:]}", file=sys.stderr)
+            for system in ("radseg", "monai-tutorial")[: 0 if args.bundle_only else 1 if args.skip_monai else 2]:
                 rows.append((label, system, _measure("radseg" if system == "radseg" else "monai", scan,
                                                      Path(tmp) / system / scan.name)))
                 print(f"{label} {system}: {rows[-1][2]}", file=sys.stderr)
     print(f"torch threads: {os.cpu_count()} cores; window {ROI}, overlap {OVERLAP}, sw_batch_size {SW_BATCH}, "
           f"spacing {SPACING} mm; UNet 16-256, 3 classes; seconds per stage")
     print(_table(rows))
+    if bundle:
+        print("\nthe model zoo's spleen bundle, end to end (imports, model build, every scan in the folder):")
+        print(_bundle_table(bundle))
 
 
 if __name__ == "__main__":

@@ -59,3 +59,37 @@ def fsync_path(path: Path) -> None:
         pass  # some file systems cannot fsync a folder; the rename is still atomic
     finally:
         os.close(fd)
+
+
+@contextlib.contextmanager
+def atomic_folder(path: str | Path, overwrite: bool = False) -> Iterator[Path]:
+    """A temporary folder beside ``path``, renamed onto it when the block ends without error.
+
+    Args:
+        path: the destination folder. Its parent is created if needed.
+        overwrite: replace an existing ``path`` (it is moved aside first and deleted only once the
+            new folder is in place); without it an existing ``path`` raises ``FileExistsError``.
+
+    Yields:
+        A hidden empty folder beside ``path``; it is deleted if the block raises, so nothing
+        half-written is ever left under ``path``'s name.
+    """
+    import shutil
+
+    path = Path(path)
+    if path.exists() and not overwrite:
+        raise FileExistsError(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.{threading.get_ident()}.tmp")
+    old = path.with_name(f".{path.name}.{os.getpid()}.{threading.get_ident()}.old")
+    shutil.rmtree(tmp, ignore_errors=True)
+    tmp.mkdir()
+    try:
+        yield tmp
+        if path.exists():
+            os.replace(path, old)
+        os.replace(tmp, path)
+        fsync_path(path.parent)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+        shutil.rmtree(old, ignore_errors=True)

@@ -189,6 +189,15 @@ def _cmd_predict(args: argparse.Namespace) -> int:
     return 1 if summary.failed else 0
 
 
+def _cmd_export(args: argparse.Namespace) -> int:
+    from radseg.pipeline.export import export_model
+
+    result = export_model(args.run, args.format, args.output, overwrite=args.overwrite)
+    print(f"export: {args.format} in {result.folder} ({', '.join(result.files)}); exported logits within "
+          f"{result.max_logit_difference:.1e} of the checkpoint's")
+    return 0
+
+
 def _postprocess_choice(args: argparse.Namespace):
     """The clean-ups predict's flags ask for: None (the run's own), none at all, or the flags' own."""
     from radseg.errors import ConfigError
@@ -282,5 +291,6 @@ def _interrupted_message(args: argparse.Namespace) -> str:
 _HANDLERS = {
     "phantom": _cmd_phantom, "check-data": _cmd_check_data, "cache": _cmd_cache, "networks": _cmd_networks,
     "plan": _cmd_plan, "train": _cmd_train, "demo": _cmd_demo, "evaluate": _cmd_evaluate, "predict": _cmd_predict,
+    "export": _cmd_export,
     "slices train": _cmd_slices_train, "slices predict": _cmd_slices_predict, "slices evaluate": _cmd_slices_evaluate,
 }

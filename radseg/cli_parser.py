@@ -151,8 +151,9 @@ def _add_slices_parser(sub) -> None:
 def _add_predict_parser(sub) -> None:
     p = sub.add_parser("predict", help="segment new scans with a trained run's checkpoint")
     p.add_argument("-m", "--model", type=Path, nargs="+", required=True, metavar="RUN",
-                   help="a run folder (its best.pt; last.pt if it has none) or a checkpoint file; a cross-validation "
-                        "run (train --folds) or several runs predict as an ensemble (mean of their probabilities)")
+                   help="a run folder (its best.pt; last.pt if it has none), a checkpoint file or a MONAI bundle "
+                        "folder (configs/, models/); a cross-validation run (train --folds) or several of these "
+                        "predict as an ensemble (mean of their probabilities)")
     p.add_argument("-i", "--input", nargs="+", required=True, metavar="P",
                    help="NIfTI/NRRD/MHA files, DICOM series folders, or folders of them (searched recursively)")
     p.add_argument("-o", "--output", type=Path, required=True, help="folder for the masks")
@@ -182,6 +183,18 @@ def _add_predict_parser(sub) -> None:
     p.add_argument("--no-modality-check", action="store_true", help="predict scans that look like another modality")
     p.add_argument("--overwrite", action="store_true", help="predict cases whose outputs exist")
     p.set_defaults(handler="predict")
+
+
+def _add_export_parser(sub) -> None:
+    """``radseg export``: a run as a MONAI bundle, or its network as TorchScript or ONNX."""
+    p = sub.add_parser("export", help="share a trained run: a MONAI bundle, TorchScript or ONNX")
+    p.add_argument("run", type=Path, help="a run folder (its best.pt; last.pt if it has none) or a checkpoint file")
+    p.add_argument("--format", required=True, choices=("monai-bundle", "torchscript", "onnx"),
+                   help="monai-bundle: configs/, models/, docs/ in MONAI's layout; torchscript, onnx: the network "
+                        "with a preprocessing.json beside it (ONNX: opset 17, dynamic batch axis)")
+    p.add_argument("-o", "--output", type=Path, required=True, help="the folder to write")
+    p.add_argument("--overwrite", action="store_true", help="replace an existing --output folder")
+    p.set_defaults(handler="export")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -269,6 +282,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(handler="evaluate")
 
     _add_predict_parser(sub)
+    _add_export_parser(sub)
     _finish_subparsers(parser)
     return parser
 

@@ -104,10 +104,16 @@ class ResolvedPreprocess:
     crop_foreground: bool = True
     body_threshold_hu: float = -500.0
     crop_margin: int = 4
+    #: MONAI intensity transforms ``((name, kwargs), ...)`` replacing the modality's normalisation:
+    #: set only for a model read from a MONAI bundle (:mod:`radseg.pipeline.predict.bundle`)
+    intensity_steps: Union[tuple, None] = None
 
     def to_dict(self) -> dict[str, Any]:
         """Plain JSON-ready dict (keys the cache and travels with checkpoints)."""
-        return asdict(self)
+        data = asdict(self)
+        if data["intensity_steps"] is None:  # absent, so the cache keys of every earlier run still hold
+            del data["intensity_steps"]
+        return data
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> ResolvedPreprocess:

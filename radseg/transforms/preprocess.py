@@ -32,6 +32,7 @@ from monai.transforms import (
     RandScaleIntensityd,
     RandShiftIntensityd,
     ScaleIntensityRanged,
+    ScaleIntensityd,
     Spacing,
     Spacingd,
     SpatialPadd,
@@ -135,7 +136,7 @@ def build_preprocess_transforms(resolved: ResolvedPreprocess, *, with_label: boo
                           padding_mode="border", dtype=np.float32))
     if with_label:
         chain.append(LinearLabelSpacingd(keys.LABEL, pixdim=resolved.target_spacing))
-    chain.append(_normalise(resolved))
+    chain.extend(_normalise(resolved))
     dtypes = [_DTYPES[image_dtype], torch.uint8] if with_label else [_DTYPES[image_dtype]]
     chain.append(CastToTyped(spatial_keys, dtype=dtypes))
     return Compose(chain)
@@ -208,22 +209,42 @@ def _load(spatial_keys: list[str]) -> LoadImaged:
 
 def _body_crop(resolved: ResolvedPreprocess, spatial_keys: list[str]) -> CropForegroundd:
     """Crop to the body on the raw image: HU above the body threshold (CT), non-zero (MRI)."""
-    threshold = resolved.body_threshold_hu if resolved.modality == "CT" else 0.0
-    return CropForegroundd(spatial_keys, source_key=keys.IMAGE, select_fn=AboveThreshold(threshold),
+    return CropForegroundd(spatial_keys, source_key=keys.IMAGE, select_fn=AboveThreshold(crop_threshold(resolved)),
                            margin=resolved.crop_margin, allow_smaller=True)
 
 
-def _normalise(resolved: ResolvedPreprocess):
-    """CT: clip to the window, then z-score (fingerprint mean/std) or map to [0, 1]; MRI: z-score."""
+def crop_threshold(resolved: ResolvedPreprocess) -> float:
+    """The raw intensity the body crop keeps voxels above: the body threshold (CT), 0 (MRI)."""
+    return float(resolved.body_threshold_hu) if resolved.modality == "CT" else 0.0
+
+
+#: the MONAI intensity transforms :func:`intensity_steps` may name
+_INTENSITY = {"ScaleIntensityRanged": ScaleIntensityRanged, "NormalizeIntensityd": NormalizeIntensityd,
+              "ScaleIntensityd": ScaleIntensityd}
+
+
+def intensity_steps(resolved: ResolvedPreprocess) -> list[tuple[str, dict]]:
+    """The intensity normalisation as MONAI dictionary transforms: ``[(name, kwargs without keys)]``.
+
+    CT: clip to the window, then z-score (fingerprint mean/std) or map to [0, 1], as one clipped
+    ``ScaleIntensityRanged``; MRI: per-volume, per-channel z-score of the non-zero voxels. A
+    model read from a MONAI bundle carries the bundle's own steps (``resolved.intensity_steps``).
+    """
+    if resolved.intensity_steps:
+        return [(name, dict(kwargs)) for name, kwargs in resolved.intensity_steps]
     if resolved.modality != "CT":
-        return NormalizeIntensityd(keys.IMAGE, nonzero=True, channel_wise=True)
+        return [("NormalizeIntensityd", {"nonzero": True, "channel_wise": True})]
     low, high = resolved.ct_window
     if resolved.ct_normalization == "zscore":
         # clip-then-z-score is one linear map of the window, so a single clipped rescale does it
         b_min, b_max = (low - resolved.mean) / resolved.std, (high - resolved.mean) / resolved.std
     else:
         b_min, b_max = 0.0, 1.0
-    return ScaleIntensityRanged(keys.IMAGE, a_min=low, a_max=high, b_min=b_min, b_max=b_max, clip=True)
+    return [("ScaleIntensityRanged", {"a_min": low, "a_max": high, "b_min": b_min, "b_max": b_max, "clip": True})]
+
+
+def _normalise(resolved: ResolvedPreprocess) -> list:
+    return [_INTENSITY[name](keys.IMAGE, **kwargs) for name, kwargs in intensity_steps(resolved)]
 
 
 def _sampler(cfg: AugmentConfig, roi_size: list[int], num_classes: int):

@@ -77,8 +77,9 @@ def load_predict_model(checkpoint: str | Path, device: str = "auto") -> PredictM
     """Load a run's ``best.pt`` (or ``last.pt``) for prediction.
 
     Args:
-        checkpoint: the checkpoint file, or a run folder (its ``best.pt``, else its ``last.pt``;
-            see :func:`radseg.pipeline.core.checkpoint.resolve_checkpoint`).
+        checkpoint: the checkpoint file, a run folder (its ``best.pt``, else its ``last.pt``;
+            see :func:`radseg.pipeline.core.checkpoint.resolve_checkpoint`), or a MONAI bundle
+            folder (:func:`radseg.pipeline.predict.bundle.load_bundle_model`).
         device: "auto" (CUDA when present), "cpu" or "cuda".
 
     Returns:
@@ -92,8 +93,11 @@ def load_predict_model(checkpoint: str | Path, device: str = "auto") -> PredictM
     from radseg.networks import build_network
     from radseg.pipeline.core.checkpoint import load_checkpoint, resolve_checkpoint
     from radseg.pipeline.core.distributed import pick_device
+    from radseg.pipeline.predict.bundle import is_bundle, load_bundle_model
     from radseg.pipeline.predict.inference import resolve_amp
 
+    if is_bundle(checkpoint):  # a MONAI bundle folder: network, weights and preprocessing from its configs
+        return load_bundle_model(checkpoint, device)
     checkpoint = resolve_checkpoint(checkpoint)
     saved = load_checkpoint(checkpoint)
     _check_format(saved, checkpoint)
