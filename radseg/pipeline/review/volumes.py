@@ -53,7 +53,8 @@ def load_volumes(case: ReviewCase, labels: dict[int, str]) -> CaseVolumes:
     probability = sum(loaded.probabilities.values()) if loaded.probabilities else None
     image = None
     if case.image is not None:
-        image = sitk.GetArrayFromImage(read_image(case.image, case.series_uid)).T
+        image = sitk.GetArrayFromImage(read_image(case.image, case.series_uid))
+        image = image[..., 0].T if image.ndim == 4 else image.T  # several channels: the first is shown
     return CaseVolumes(loaded.pred, loaded.truth if case.truth else None, image, probability, loaded.affine,
                        loaded.spacing)
 

@@ -101,9 +101,10 @@ function drawCrosshair(context, canvas, vol, plane, cursor) {
   context.stroke();
 }
 
-// Canvas size for a plane: the voxels' physical aspect, fitted into a box of side `box` pixels.
+// Canvas size for a plane: the voxels' physical aspect, fitted into a box of side `box` pixels, or
+// larger where that would give a voxel less than a pixel (every voxel can be pointed at).
 function canvasSize(vol, plane, box) {
   const p = PLANES[plane], width = vol.n[p.u] * vol.spacing[p.u], height = vol.n[p.v] * vol.spacing[p.v];
-  const scale = box / Math.max(width, height);
+  const scale = Math.max(box / Math.max(width, height), 1 / vol.spacing[p.u], 1 / vol.spacing[p.v]);
   return [Math.max(1, Math.round(width * scale)), Math.max(1, Math.round(height * scale))];
 }

@@ -131,9 +131,10 @@ function scroll(plane, step) {
 }
 
 function voxelAt(plane, canvas, event) {
+  // the voxel drawn at the pixel under the pointer: drawImage samples each pixel at its centre
   const p = PLANES[plane], box = canvas.getBoundingClientRect();
-  const x = Math.floor((event.clientX - box.left) / box.width * state.vol.n[p.u]);
-  const y = Math.floor((event.clientY - box.top) / box.height * state.vol.n[p.v]);
+  const x = Math.floor((Math.floor(event.clientX - box.left) + 0.5) / box.width * state.vol.n[p.u]);
+  const y = Math.floor((Math.floor(event.clientY - box.top) + 0.5) / box.height * state.vol.n[p.v]);
   const clamp = (v, n) => Math.max(0, Math.min(n - 1, v));
   return pixelToVoxel(state.vol, plane, state.cursor, clamp(x, state.vol.n[p.u]), clamp(y, state.vol.n[p.v]));
 }
