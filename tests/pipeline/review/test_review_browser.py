@@ -73,8 +73,7 @@ def test_disagreement_mode_paints_false_positives_and_negatives_where_they_lie(t
     assert pixel(browser, "axial", *browser.execute_script(to_canvas, "axial", [8, 10, 5])) == (0, 0, 0)  # air
     browser.execute_script("window.radseg.state.cursor = [13, 9, 5]; drawAll();")
     assert pixel(browser, "axial", *browser.execute_script(to_canvas, "axial", [14, 10, 5])) == FP
-    # radiological: the patient's right (low RAS x here, i = 2..4 vs 12..15) is on the screen's right?
-    # No: i grows towards the patient's right, so larger i is further left on screen
+    # radiological convention: RAS x (index i here) grows towards the patient's right, drawn further left
     fn_x = browser.execute_script(to_canvas, "axial", [3, 3, 5])[0]
     fp_x = browser.execute_script(to_canvas, "axial", [13, 3, 5])[0]
     assert fp_x < fn_x

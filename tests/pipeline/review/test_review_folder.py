@@ -122,3 +122,14 @@ def test_error_components_come_largest_first_with_a_target_inside_each():
     assert [(c["voxels"], c["kind"]) for c in components] == [(9, "FN"), (8, "FP"), (1, "FN")]
     for component in components:
         assert pred[tuple(component["voxel"])] != truth[tuple(component["voxel"])]
+
+
+def test_evaluate_s_report_links_to_a_review_beside_it_or_gives_the_command(tmp_path):
+    from radseg.pipeline.evaluate.evaluate_folder import evaluate_folder
+
+    root = write_cases(tmp_path)
+    evaluate_folder(root / "pred", root / "truth", tmp_path / "scores", progress=False, resamples=20)
+    assert "radseg review --pred" in (tmp_path / "scores" / "report.html").read_text()
+    review_folder(root / "pred", tmp_path / "scores" / "review", truth=root / "truth", progress=False)
+    evaluate_folder(root / "pred", root / "truth", tmp_path / "scores", overwrite=True, progress=False, resamples=20)
+    assert "href='review/index.html'" in (tmp_path / "scores" / "report.html").read_text()
