@@ -109,7 +109,9 @@ def _write_pages(folder: Path, inputs: ReviewInputs, max_voxels: int, progress: 
         pages.write_case(folder, name, payload)
         if payload["step"] > 1:
             downsampled.append(f"{case.case_id} (every {payload['step']}th voxel)")
-        rows.append({"case_id": case.case_id, "page": name, "scores": scores, "worst_dice": worst_dice(scores),
+        worst, worst_class = worst_dice(scores)
+        rows.append({"case_id": case.case_id, "page": name, "scores": scores, "worst_dice": worst,
+                     "worst_class": worst_class,
                      "has_image": case.image is not None, "errors": len(payload["errors"]),
                      "step": payload["step"], "shape": payload["source_shape"]})
     pages.write_index(folder, {"rows": rows, "labels": {str(k): v for k, v in inputs.labels.items()},

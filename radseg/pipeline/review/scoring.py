@@ -11,6 +11,7 @@ import math
 import numpy as np
 from scipy import ndimage
 
+from radseg.pipeline.core.masks import bounding_box
 from radseg.pipeline.evaluate.inputs import class_tolerances
 from radseg.pipeline.evaluate.metrics import score_case
 
@@ -47,13 +48,18 @@ def case_scores(pred: np.ndarray, truth: np.ndarray | None, spacing: tuple[float
     return rows
 
 
-def worst_dice(scores: dict[str, dict[str, float | None]]) -> float | None:
-    """The lowest Dice over the case's classes (the index sorts by it, worst first); None without truth."""
-    values = [row["dice"] for row in scores.values() if row["dice"] is not None]
-    return min(values) if values else None
+def worst_dice(scores: dict[str, dict[str, float | None]]) -> tuple[float | None, str | None]:
+    """The lowest Dice over the case's classes (the index sorts by it, worst first) and its class.
+
+    Returns:
+        ``(Dice, class name)``; ``(None, None)`` without truth or where no class is present.
+    """
+    values = [(row["dice"], name) for name, row in scores.items() if row["dice"] is not None]
+    return min(values) if values else (None, None)
 
 
 def _components(mask: np.ndarray) -> int:
-    if not mask.any():
+    box = bounding_box(mask)  # labelling the box alone: a 512x512x800 volume is mostly background
+    if box is None:
         return 0
-    return int(ndimage.label(mask, np.ones((3, 3, 3), dtype=bool))[1])
+    return int(ndimage.label(mask[box], np.ones((3, 3, 3), dtype=bool))[1])

@@ -2,7 +2,7 @@
 "use strict";
 
 const PRESETS = {CT: {abdomen: [40, 400], liver: [60, 150], lung: [-600, 1500], bone: [400, 1800]}};
-const VIEW_BOX = 430;
+const VIEW_BOX = 400;
 const state = {vol: null, data: null, cursor: [0, 0, 0], active: "axial", errorIndex: -1,
                view: {level: 40, width: 400, mode: "pred", style: "fill", opacity: 0.5, probability: false, classes: {}}};
 const $ = (id) => document.getElementById(id);
@@ -39,8 +39,12 @@ async function start(data, name) {
 
 function setupHeader(data, name) {
   $("title").textContent = data.case_id;
-  $("scores").textContent = Object.entries(data.scores).map(([cls, s]) =>
-    `${cls}: Dice ${fmt(s.dice)}, HD95 ${fmt(s.hd95_mm)} mm, ${fmt(s.volume_pred_ml)} / ${fmt(s.volume_true_ml)} mL`).join(" · ");
+  const present = presentClasses(data).sort(([, a], [, b]) => (a.dice ?? 2) - (b.dice ?? 2));
+  const shown = present.slice(0, 4).map(([cls, s]) => (data.truth
+    ? `${cls}: Dice ${fmt(s.dice)}, HD95 ${fmt(s.hd95_mm)} mm, ${fmt(s.volume_pred_ml)} / ${fmt(s.volume_true_ml)} mL`
+    : `${cls}: ${fmt(s.volume_pred_ml)} mL predicted`));
+  if (present.length > 4) shown.push(`${present.length - 4} more classes`);
+  $("scores").textContent = shown.join(" · ");
   const rows = window.RADSEG_INDEX ? sortedRows(window.RADSEG_INDEX.rows) : [];
   const at = rows.findIndex((row) => row.page === name);
   for (const [id, step] of [["previous", -1], ["next", 1]]) {
@@ -54,6 +58,11 @@ function setupHeader(data, name) {
   if (isOblique(state.vol)) notes.push("oblique scan: shown in its own voxel grid; the mm read-out uses the exact affine");
   if (!data.image) notes.push("no scan found for this case: masks on a black background");
   $("notes").innerHTML = notes.map((n) => `<li>${n}</li>`).join("");
+}
+
+// [name, scores] of the classes in the prediction or the truth of this case
+function presentClasses(data) {
+  return Object.entries(data.scores).filter(([, s]) => s.volume_pred_ml || s.volume_true_ml);
 }
 
 function setupWindow(data) {
@@ -89,8 +98,13 @@ function setupOverlays(data) {
       drawAll();
     };
   }
-  $("classes").innerHTML = Object.entries(data.labels).filter(([k]) => k !== "0").map(([k, name]) =>
-    `<label style="background:rgb(${classColour(Number(k))})"><input type="checkbox" data-class="${k}" checked> ${escapeHtml(name)}</label>`).join("");
+  const present = new Set(presentClasses(data).map(([name]) => name));
+  const classes = Object.entries(data.labels).filter(([k, name]) => k !== "0" && present.has(name));
+  $("classes").open = classes.length <= 8;
+  $("classes").querySelector("summary").textContent = `classes in this case (${classes.length})`;
+  $("class-list").innerHTML = classes.map(([k, name]) => `<label><input type="checkbox" data-class="${k}" checked>` +
+    `<i style="background:rgb(${classColour(Number(k))})"></i>${escapeHtml(name)}</label>`).join("");
+  for (const k of Object.keys(data.labels)) state.view.classes[k] = true;
   for (const box of $("classes").querySelectorAll("input")) {
     state.view.classes[box.dataset.class] = true;
     box.onchange = () => { state.view.classes[box.dataset.class] = box.checked; drawAll(); };
