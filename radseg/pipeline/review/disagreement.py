@@ -15,8 +15,8 @@ from scipy import ndimage
 MAX_COMPONENTS = 200
 
 
-def error_components(pred: np.ndarray, truth: np.ndarray, voxel_ml: float) -> list[dict]:
-    """The components of disagreement, largest first.
+def error_components(pred: np.ndarray, truth: np.ndarray, voxel_ml: float) -> tuple[list[dict], int]:
+    """The components of disagreement, largest first (at most :data:`MAX_COMPONENTS`), and how many there are.
 
     Args:
         pred: predicted classes on the display grid ``(I, J, K)``.
@@ -24,12 +24,13 @@ def error_components(pred: np.ndarray, truth: np.ndarray, voxel_ml: float) -> li
         voxel_ml: the volume of one display voxel, mL.
 
     Returns:
-        ``[{"voxel": [i, j, k], "voxels": n, "volume_ml": v, "kind": "FP" | "FN" | "class"}]``.
+        ``[{"voxel": [i, j, k], "voxels": n, "volume_ml": v, "kind": "FP" | "FN" | "class"}]`` and the
+        number of components.
     """
     wrong = pred != truth
     ids, count = ndimage.label(wrong, np.ones((3, 3, 3), dtype=bool))
     if not count:
-        return []
+        return [], 0
     sizes = np.bincount(ids.ravel())[1:]
     largest = np.argsort(-sizes, kind="stable")[:MAX_COMPONENTS]
     boxes = ndimage.find_objects(ids)
@@ -40,7 +41,7 @@ def error_components(pred: np.ndarray, truth: np.ndarray, voxel_ml: float) -> li
         components.append({"voxel": _target(inside, box), "voxels": int(sizes[index]),
                            "volume_ml": float(sizes[index]) * voxel_ml,
                            "kind": _kind(pred[box][inside], truth[box][inside])})
-    return components
+    return components, int(count)
 
 
 def _target(inside: np.ndarray, box: tuple[slice, ...]) -> list[int]:

@@ -31,11 +31,12 @@ def case_payload(case_id: str, volumes: CaseVolumes, labels: dict[int, str], sco
     payload = {
         "case_id": case_id, "shape": list(grid.shape), "affine": grid.affine.ravel().tolist(), "step": grid.step,
         "source_shape": list(volumes.pred.shape), "source_spacing": list(volumes.spacing),
+        "world_to_source": np.linalg.inv(volumes.affine).ravel().tolist(),  # the read-out's file voxel index
         "orientation": _axis_codes(volumes.affine), "labels": {str(k): v for k, v in labels.items()},
         "scores": scores, "pred": encode(pred, "u1"), "truth": None if truth is None else encode(truth, "u1"),
         "image": None, "probability": None,
-        "errors": [] if truth is None else error_components(pred, truth, voxel_ml),
     }
+    payload["errors"], payload["error_count"] = error_components(pred, truth, voxel_ml) if truth is not None else ([], 0)
     if volumes.image is not None:
         payload["image"] = encode_image(grid.apply(volumes.image))
     if volumes.probability is not None:

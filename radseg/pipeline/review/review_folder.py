@@ -112,7 +112,7 @@ def _write_pages(folder: Path, inputs: ReviewInputs, max_voxels: int, progress: 
         worst, worst_class = worst_dice(scores)
         rows.append({"case_id": case.case_id, "page": name, "scores": scores, "worst_dice": worst,
                      "worst_class": worst_class,
-                     "has_image": case.image is not None, "errors": len(payload["errors"]),
+                     "has_image": case.image is not None, "errors": payload["error_count"],
                      "step": payload["step"], "shape": payload["source_shape"]})
     pages.write_index(folder, {"rows": rows, "labels": {str(k): v for k, v in inputs.labels.items()},
                                "has_truth": any(case.truth for case in inputs.cases), "notes": inputs.notes})

@@ -115,7 +115,7 @@ def test_a_marker_at_a_known_world_coordinate_is_under_the_pointer_s_mm_read_out
     readout = _hover(browser, "axial", found[1], found[2])
     world = affine @ [*marker, 1.0]
     assert np.allclose([float(v) for v in readout["world"].split(",")], world[:3], atol=1e-6)
-    assert float(readout["value"]) == 1000
+    assert float(readout["value"]) == 1000 and readout["voxel"] == ",".join(map(str, marker))
 
 
 def test_dicom_geometry_the_mm_read_out_matches_simpleitk_s_point_of_a_mask_voxel(tmp_path, browser):
@@ -164,3 +164,40 @@ def test_serve_gives_the_same_pages_on_a_printed_port(tmp_path, browser):
     finally:
         server.terminate()
         server.wait(timeout=30)
+
+
+def test_window_presets_and_a_manual_level_width_set_the_grey_of_air(tmp_path, browser):
+    _disagreement_case(tmp_path)  # the scan is air, -1000 HU, everywhere
+    review_folder(tmp_path / "pred", tmp_path / "review", truth=tmp_path / "truth", images=tmp_path / "images",
+                  progress=False)
+    open_page(browser, (tmp_path / "review" / "case.html").as_uri() + "#case")
+    set_control(browser, "mode", "none")
+    browser.execute_script("window.radseg.state.cursor = [0, 0, 0]; drawAll();")
+    where = browser.execute_script("return window.radseg.voxelToCanvas('axial', [10, 8, 0])")
+    greys = {}
+    for preset in ("abdomen", "lung"):
+        set_control(browser, "preset", preset)
+        greys[preset] = pixel(browser, "axial", *where)
+    set_control(browser, "level", "-1000")
+    set_control(browser, "width", "1000")
+    assert greys == {"abdomen": (0, 0, 0), "lung": (60, 60, 60)}  # lung: L -600, W 1500: (350 / 1500) * 255
+    assert pixel(browser, "axial", *where) == (128, 128, 128)  # -1000 is the centre of a manual window at -1000
+    assert browser.find_element(By.ID, "preset").get_attribute("value") == "manual"
+
+
+def test_a_probability_map_beside_the_prediction_is_shown_as_heat(tmp_path, browser):
+    _disagreement_case(tmp_path)
+    probability = np.zeros((2, 20, 16, 10), np.float32)
+    probability[1, 12:16, 8:12, 3:7] = 1.0
+    probability[0] = 1.0 - probability[1]
+    np.savez(tmp_path / "pred" / "case_probabilities.npz", probabilities=probability, affine=AFFINE)
+    review_folder(tmp_path / "pred", tmp_path / "review", truth=tmp_path / "truth", images=tmp_path / "images",
+                  progress=False)
+    open_page(browser, (tmp_path / "review" / "case.html").as_uri() + "#case")
+    assert browser.find_element(By.ID, "probability-toggle").is_displayed()
+    for control, value in (("mode", "none"), ("opacity", "1"), ("probability", True)):
+        set_control(browser, control, value)
+    browser.execute_script("window.radseg.state.cursor = [0, 0, 5]; drawAll();")
+    to_canvas = "return window.radseg.voxelToCanvas('axial', arguments[0])"
+    assert pixel(browser, "axial", *browser.execute_script(to_canvas, [14, 10, 5])) == (255, 255, 0)  # p = 1
+    assert pixel(browser, "axial", *browser.execute_script(to_canvas, [5, 10, 5])) == (0, 0, 0)  # p = 0: the scan

@@ -118,8 +118,8 @@ def test_error_components_come_largest_first_with_a_target_inside_each():
     truth[8, 8, 8] = 2  # 1 voxel, false negative
     truth[5, 0:5, 6] = 1  # an L-shaped miss: its centroid lies outside it
     truth[5, 4, 6:11] = 1
-    components = error_components(pred, truth, voxel_ml=0.001)
-    assert [(c["voxels"], c["kind"]) for c in components] == [(9, "FN"), (8, "FP"), (1, "FN")]
+    components, count = error_components(pred, truth, voxel_ml=0.001)
+    assert count == 3 and [(c["voxels"], c["kind"]) for c in components] == [(9, "FN"), (8, "FP"), (1, "FN")]
     for component in components:
         assert pred[tuple(component["voxel"])] != truth[tuple(component["voxel"])]
 

@@ -20,10 +20,11 @@ function buildColumns(choice) {
   }
   for (const name of choice === "" ? PRESENT : [choice]) {
     for (const [metric, title] of METRICS) {
-      COLUMNS.push({title: `${name} ${title}`, key: (r) => r.scores[name][metric], score: metric === "dice"});
+      COLUMNS.push({title: `${name} ${title}`, key: (r) => r.scores[name][metric], score: metric === "dice",
+                    count: metric.startsWith("lesions")});
     }
   }
-  COLUMNS.push({title: "error regions", key: (r) => (INDEX.has_truth ? r.errors : null)});
+  COLUMNS.push({title: "error regions", key: (r) => (INDEX.has_truth ? r.errors : null), count: true});
 }
 
 function setupClassChoice() {
@@ -39,7 +40,7 @@ function cell(column, row) {
   const value = column.key(row);
   if (column.left) return `<td class="l">${value === null ? "–" : escapeHtml(value)}</td>`;
   const shade = column.score && value !== null ? (value < 0.5 ? "bad" : value < 0.8 ? "mid" : "") : "";
-  const text = value === null || value === undefined ? "–" : Number.isInteger(value) ? value : value.toFixed(3);
+  const text = value === null || value === undefined ? "–" : column.count ? value : value.toFixed(3);
   return `<td class="${shade}">${text}</td>`;
 }
 

@@ -24,7 +24,9 @@ function fail(error) {
 
 async function start(data, name) {
   state.data = data;
+  performance.mark("radseg-case-script-loaded");
   state.vol = await decodeCase(data);
+  performance.mark("radseg-decoded");
   state.cursor = state.vol.n.map((n) => Math.floor(n / 2));
   if (data.errors.length) state.cursor = data.errors[0].voxel.slice();
   setupHeader(data, name);
@@ -155,16 +157,17 @@ function voxelAt(plane, canvas, event) {
 
 function showReadout(plane, canvas, event) {
   const vol = state.vol, ijk = voxelAt(plane, canvas, event), q = voxelIndex(vol, ijk), labels = state.data.labels;
-  const world = worldOf(vol, ijk), step = state.data.step;
+  const world = worldOf(vol, ijk), m = state.data.world_to_source;
+  const source = [0, 1, 2].map((r) => Math.round(m[4 * r] * world[0] + m[4 * r + 1] * world[1] + m[4 * r + 2] * world[2] + m[4 * r + 3]));
   const value = vol.image ? vol.image[q] * vol.slope + vol.intercept : null;
-  const parts = [`voxel (${ijk.map((v) => v * step).join(", ")})`,
+  const parts = [`voxel (${source.join(", ")}) of the file`,
     `RAS (${world.map((v) => v.toFixed(1)).join(", ")}) mm`, `LPS (${[-world[0], -world[1], world[2]].map((v) => v.toFixed(1)).join(", ")}) mm`,
     value === null ? "no scan" : `value ${Number.isInteger(value) ? value : value.toPrecision(4)}`,
     `prediction ${labels[vol.pred[q]] || vol.pred[q]}`];
   if (vol.truth) parts.push(`truth ${labels[vol.truth[q]] || vol.truth[q]}`);
   if (vol.probability) parts.push(`p ${(vol.probability[q] / 255).toFixed(2)}`);
   $("readout").textContent = parts.join(" · ");
-  Object.assign($("readout").dataset, {voxel: ijk.join(","), world: world.join(","), value: value === null ? "" : value});
+  Object.assign($("readout").dataset, {voxel: source.join(","), world: world.join(","), value: value === null ? "" : value});
 }
 
 function nextError() {
@@ -173,7 +176,8 @@ function nextError() {
   state.errorIndex = (state.errorIndex + 1) % errors.length;
   const error = errors[state.errorIndex];
   state.cursor = error.voxel.slice();
-  $("error-status").textContent = `error ${state.errorIndex + 1} of ${errors.length}: ${error.kind}, ` +
+  const of = state.data.error_count > errors.length ? `the ${errors.length} largest of ${state.data.error_count}` : errors.length;
+  $("error-status").textContent = `error ${state.errorIndex + 1} of ${of}: ${error.kind}, ` +
     `${fmt(error.volume_ml)} mL (${error.voxels} voxels)`;
   document.body.dataset.errorTarget = error.voxel.join(",");
   drawAll();
