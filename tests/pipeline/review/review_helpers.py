@@ -41,8 +41,8 @@ def _chromium() -> tuple[str, str]:
 
 
 @pytest.fixture(scope="session")
-def browser():
-    """A headless Chromium (selenium WebDriver), one per test session."""
+def browser(tmp_path_factory):
+    """A headless Chromium (selenium WebDriver), one per test session, its profile in pytest's temporary folder."""
     webdriver = pytest.importorskip("selenium.webdriver", reason="selenium is absent (pip install -e '.[test]')")
     from selenium.webdriver.chrome.service import Service
 
@@ -50,7 +50,8 @@ def browser():
     options = webdriver.ChromeOptions()
     options.binary_location = binary
     for argument in ("--headless=new", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage",
-                     "--window-size=1500,1100", "--force-device-scale-factor=1"):
+                     "--window-size=1500,1100", "--force-device-scale-factor=1",
+                     f"--user-data-dir={tmp_path_factory.mktemp('chromium')}"):
         options.add_argument(argument)
     driver = webdriver.Chrome(options=options, service=Service(driver_path))
     yield driver
