@@ -107,5 +107,6 @@ def encode_image(image: np.ndarray) -> dict:
 
 
 def _modality(image: np.ndarray) -> str:
-    """CT when the values look like Hounsfield units (integers reaching air at about -1000), else MR."""
-    return "CT" if np.issubdtype(image.dtype, np.integer) and image.min() <= -500 else "MR"
+    """CT when the values look like Hounsfield units (reaching air, about -1000), else MR (which never goes below 0
+    by much, even bias-corrected)."""
+    return "CT" if float(image.min()) <= -500 else "MR"

@@ -13,8 +13,10 @@ from pathlib import Path
 import numpy as np
 import pytest
 import SimpleITK as sitk
-from selenium.webdriver import ActionChains
-from selenium.webdriver.common.by import By
+
+pytest.importorskip("selenium", reason="selenium is absent (pip install -e '.[test]')")
+from selenium.webdriver import ActionChains  # noqa: E402 - after the skip
+from selenium.webdriver.common.by import By  # noqa: E402
 
 from review_helpers import FIND_COLOUR_JS, browser, open_page, pixel, save, set_control  # noqa: F401 - fixture
 from test_review_folder import OBLIQUE, write_cases
