@@ -203,3 +203,17 @@ def test_a_probability_map_beside_the_prediction_is_shown_as_heat(tmp_path, brow
     to_canvas = "return window.radseg.voxelToCanvas('axial', arguments[0])"
     assert pixel(browser, "axial", *browser.execute_script(to_canvas, [14, 10, 5])) == (255, 255, 0)  # p = 1
     assert pixel(browser, "axial", *browser.execute_script(to_canvas, [5, 10, 5])) == (0, 0, 0)  # p = 0: the scan
+
+
+def test_without_truth_the_index_shows_volumes_and_the_case_page_works(tmp_path, browser):
+    root = write_cases(tmp_path, dice_order=(2, 0))
+    review_folder(root / "pred", tmp_path / "review", images=root / "images", labels="1=liver", progress=False)
+    open_page(browser, (tmp_path / "review" / "index.html").as_uri())
+    titles = [th.text.replace("\n", " ") for th in browser.find_elements(By.CSS_SELECTOR, "#cases th")]
+    assert titles == ["case", "liver vol. pred", "liver lesions pred", "error regions"]
+    cells = [td.text for td in browser.find_elements(By.CSS_SELECTOR, "#cases tbody tr:first-child td")]
+    assert cells == ["case_0", f"{128 * 1.5 * 1.2 * 3.0 / 1000:.3f}", "1", "–"]  # case_0 misses 4 of 8 rows
+    browser.find_element(By.CSS_SELECTOR, "#cases tbody tr").click()
+    open_page(browser, browser.current_url)
+    assert not browser.find_element(By.ID, "next-error").is_displayed()
+    assert "liver: 0.691 mL predicted" in browser.find_element(By.ID, "scores").text
