@@ -54,13 +54,13 @@ def _case(folder: Path, seed: int = 0) -> None:
         nib.save(nib.Nifti1Image(array, affine), folder / name / "ct.nii.gz")
 
 
-def _open_times(url: str, repeats: int) -> list[float]:
+def _open_times(url: str, repeats: int, profile: Path) -> list[tuple[float, float, float]]:
     from selenium import webdriver
     from selenium.webdriver.chrome.service import Service
 
     options = webdriver.ChromeOptions()
     for argument in ("--headless=new", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage",
-                     "--window-size=1500,1100"):
+                     "--window-size=1500,1100", f"--user-data-dir={profile}"):
         options.add_argument(argument)
     driver = webdriver.Chrome(options=options, service=Service("/usr/bin/chromedriver"))
     times = []
@@ -98,7 +98,7 @@ def main() -> None:
         write = time.perf_counter() - start
         case_mb = _mb((root / "review" / "cases").iterdir())
         input_mb = _mb(p for name in ("images", "truth", "pred") for p in (root / name).iterdir())
-        times = _open_times((root / "review" / "case.html").as_uri() + "#ct", args.repeats)
+        times = _open_times((root / "review" / "case.html").as_uri() + "#ct", args.repeats, root / "chromium")
     print(f"CPU: {platform.processor() or platform.machine()}, {_cpu_model()}; synthetic case made in {made:.0f} s")
     print(f"{'case':<22}{'shown as':>14}{'write s':>9}{'case MB':>9}{'inputs MB':>11}{'open s best':>13}"
           f"{'median':>8}{'script':>8}{'decode':>8}{'draw':>6}")
