@@ -168,6 +168,28 @@ def _cmd_evaluate(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_review(args: argparse.Namespace) -> int:
+    from radseg.pipeline.review import make_server, review_folder
+    from radseg.pipeline.review.pages import INDEX_DATA
+
+    if args.serve and not args.overwrite and (args.output / INDEX_DATA).is_file():
+        print(f"serving the review already in {args.output} (pass --overwrite to write it afresh)")
+    else:
+        print(review_folder(args.pred, args.output, truth=args.truth, images=args.images, labels=args.labels,
+                            overwrite=args.overwrite))
+    if not args.serve:
+        return 0
+    server = make_server(args.output, args.port)
+    print(f"serving {args.output} on http://127.0.0.1:{server.server_address[1]}/index.html (Ctrl-C stops)", flush=True)
+    try:
+        server.serve_forever()
+    except KeyboardInterrupt:
+        print("stopped serving")
+    finally:
+        server.server_close()
+    return 0
+
+
 def _cmd_predict(args: argparse.Namespace) -> int:
     from radseg.pipeline.predict.extra_outputs import dicom_seg_writer, quicklook_writer
     from radseg.pipeline.predict.predict import PredictOptions, check_options, predict_many
@@ -291,6 +313,6 @@ def _interrupted_message(args: argparse.Namespace) -> str:
 _HANDLERS = {
     "phantom": _cmd_phantom, "check-data": _cmd_check_data, "cache": _cmd_cache, "networks": _cmd_networks,
     "plan": _cmd_plan, "train": _cmd_train, "demo": _cmd_demo, "evaluate": _cmd_evaluate, "predict": _cmd_predict,
-    "export": _cmd_export,
+    "export": _cmd_export, "review": _cmd_review,
     "slices train": _cmd_slices_train, "slices predict": _cmd_slices_predict, "slices evaluate": _cmd_slices_evaluate,
 }

@@ -281,6 +281,19 @@ def build_parser() -> argparse.ArgumentParser:
                         "in mm (default: undefined, left out of the mean and counted as n_undefined)")
     p.set_defaults(handler="evaluate")
 
+    p = sub.add_parser("review", help="browser pages to review predictions: every case worst first, on its scan")
+    p.add_argument("--pred", type=Path, required=True, help="folder of <case>.nii.gz label maps (radseg predict's output)")
+    p.add_argument("--truth", type=Path, default=None, help="folder of label files, or a dataset (default: none, "
+                   "volumes only)")
+    p.add_argument("--images", type=Path, default=None, help="folder of the scans (files or DICOM series) named as the "
+                   "cases (default: the truth dataset's)")
+    p.add_argument("-o", "--output", type=Path, required=True, help="folder for index.html and the case pages")
+    p.add_argument("--labels", default=None, help="label map: JSON file or 1=liver,2=tumour (default: the truth's)")
+    p.add_argument("--overwrite", action="store_true", help="replace an earlier review in --output")
+    p.add_argument("--serve", action="store_true", help="then serve the pages on 127.0.0.1 until Ctrl-C")
+    p.add_argument("--port", type=int, default=0, help="port for --serve (default: 0, a free one, printed)")
+    p.set_defaults(handler="review")
+
     _add_predict_parser(sub)
     _add_export_parser(sub)
     _finish_subparsers(parser)

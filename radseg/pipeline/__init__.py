@@ -1,4 +1,4 @@
-"""The stages of a researcher's day: data, train, predict, evaluate, slices (one sub-package each).
+"""The stages of a researcher's day: data, train, predict, evaluate, review, slices (one sub-package each).
 
 The public names are imported lazily (on first use), so ``radseg phantom`` and
 ``radseg check-data`` start without loading PyTorch's training machinery.
@@ -46,6 +46,7 @@ _PUBLIC = {
     "FitResult": "train.fit",
     "evaluate_checkpoint": "evaluate.checkpoint_eval",
     "evaluate_folder": "evaluate.evaluate_folder",
+    "review_folder": "review.review_folder",
     "score_case": "evaluate.metrics",
     "save_quicklook": "core.quicklook",
     "run_demo": "train.demo",

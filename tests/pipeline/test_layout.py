@@ -1,4 +1,5 @@
-"""The pipeline's stages import one way only: core < data < plan < predict < export < evaluate < train < slices.
+"""The pipeline's stages import one way only: core < data < plan < predict < export < evaluate < review < train <
+slices.
 
 The 2D slice branch (``slices``) reuses the 3D branch's engine (train's loop, schedule, run folder and
 log), so it sits after train; nothing imports it but the CLI and the demo, which runs every stage.
@@ -14,7 +15,7 @@ import radseg.pipeline
 
 PIPELINE = Path(radseg.pipeline.__file__).parent
 #: each stage may import itself and the stages listed before it
-ORDER = ["core", "data", "plan", "predict", "export", "evaluate", "train", "slices"]
+ORDER = ["core", "data", "plan", "predict", "export", "evaluate", "review", "train", "slices"]
 #: modules allowed to import a higher stage: the demo runs every stage, the slice branch included
 EXCEPTIONS = {"train/demo.py": {"slices"}}
 

@@ -45,7 +45,8 @@ def write_outputs(output: Path, inputs: EvaluationInputs, results: list, toleran
     texts = {"metrics.csv": _csv(rows, ["case_id", "class_index", "class", "status", "resampled", "tolerance_mm",
                                         *CASE_METRICS]),
              "summary.json": json.dumps(_no_nan(summary), indent=2) + "\n",
-             "report.html": render_report(summary, rows, worst)}
+             "report.html": render_report(summary, rows, worst,
+                                          "review/index.html" if (output / "review" / "index.html").is_file() else None)}
     if lesion_ids:
         texts["lesions.csv"] = _csv(lesion_rows(results, names), ["case_id", "class", "kind", "lesion", "status",
                                     "matches", "voxels", "volume_ml", "dice", "score", *_BOX])

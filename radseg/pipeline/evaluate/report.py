@@ -24,25 +24,34 @@ th{background:#f0f0f0}td.l,th.l{text-align:left}.plots img{width:32%;margin:0 1%
 """
 
 
-def render_report(summary: dict, rows: list[dict], worst: list[dict]) -> str:
+def render_report(summary: dict, rows: list[dict], worst: list[dict], review: str | None = None) -> str:
     """The HTML page.
 
     Args:
         summary: the content of ``summary.json``.
         rows: the rows of ``metrics.csv``.
         worst: ``{"case_id", "class", "dice", "hd95_mm", "png": bytes}`` per worst case.
+        review: the relative link of a ``radseg review`` index beside the report, or None (the page
+            then gives the command that writes one).
 
     Returns:
         The page, with every picture embedded as a base64 PNG.
     """
     parts = [f"<!DOCTYPE html><html><head><meta charset='utf-8'><title>radseg evaluate</title>"
-             f"<style>{_STYLE}</style></head><body><h1>radseg evaluate</h1>", _inputs(summary),
+             f"<style>{_STYLE}</style></head><body><h1>radseg evaluate</h1>", _review(summary, review), _inputs(summary),
              "<h2>Summary over cases</h2>", _summary_table(summary), _notes(summary),
              "<h2>Distributions</h2><div class='plots'>", *_box_plots(rows, summary), "</div>"]
     if summary.get("lesions"):
         parts += ["<h2>Lesions as objects</h2>", _lesion_tables(summary)]
     parts += ["<h2>Worst cases</h2>", _worst(worst), "<h2>Per case</h2>", _per_case(rows, summary), "</body></html>"]
     return "\n".join(parts)
+
+
+def _review(summary: dict, review: str | None) -> str:
+    if review:
+        return f"<p><a href='{html.escape(review)}'>Review every case in the browser</a>, worst first, on its scan.</p>"
+    command = f"radseg review --pred {summary['pred']} --truth {summary['truth']} --images SCANS --output REPORT_FOLDER/review"
+    return f"<p class='note'>To review every case on its scan in the browser: <code>{html.escape(command)}</code></p>"
 
 
 def _inputs(summary: dict) -> str:
