@@ -79,12 +79,14 @@ def load_models(models: str | Path | Sequence[str | Path], device: str = "auto")
     """
     models = [models] if isinstance(models, (str, Path)) else list(models)
     paths = member_paths(models)
-    if len(paths) == 1:
+    if len(paths) == 1 and not cv.is_cv_run(models[0]):
         return load_predict_model(paths[0], device)
     members = [load_predict_model(path, device) for path in paths]
     _check_compatible(members)
     first = members[0]
     cfg = _ensemble_config(first, models)
+    if len(members) == 1:  # a cross-validation run of one fold: its model, with the out-of-fold clean-ups
+        return dataclasses.replace(first, cfg=cfg)
     sources = tuple(m.source for m in members)
     shared = all(_same_windows(first, m) for m in members[1:])
     logger.info("ensemble of %d models (%s), mean of their probabilities %s: %s", len(members),

@@ -29,7 +29,7 @@ from radseg.pipeline.core.cv_folder import (  # noqa: F401 - the folder's names,
     CV_FILE, CV_OUTPUTS, CV_PLAN, CV_SPLITS, fold_dir, is_cv_run, read_cv_state, state_config, write_cv_state,
 )
 from radseg.pipeline.train.run_checks import set_keys
-from radseg.pipeline.train.run_folder import refuse_foreign_files, remove_run_files
+from radseg.pipeline.train.run_folder import CHECKPOINTS, refuse_foreign_files, remove_run_files
 
 logger = logging.getLogger(__name__)
 
@@ -60,14 +60,6 @@ def parse_folds(text: str) -> FoldSpec:
     if not folds or len(set(folds)) != len(folds) or min(folds) < 0:
         raise ValueError(f"--folds must be all-cv, a range like 0-4 or a list like 0,2,3, not {text!r}")
     return sorted(folds)
-
-
-
-
-
-
-
-
 
 
 def resolve_folds(spec: FoldSpec, num_folds: int, num_cases: int) -> list[int]:
@@ -107,6 +99,9 @@ def check_cv_output(run_dir: Path, resume: bool, overwrite: bool) -> None:
         return
     if not run_dir.is_dir():
         raise ConfigError(f"--output {run_dir} is a file; pass a folder for the cross-validation run")
+    if not is_cv_run(run_dir) and not overwrite and _fold_runs(run_dir):
+        raise ConfigError(f"--output {run_dir} holds trained fold runs ({', '.join(_fold_runs(run_dir))}) but no "
+                          f"{CV_FILE}; pass --overwrite to replace them, or choose another --output")
     if (run_dir / "config.yaml").is_file():
         raise ConfigError(f"--output {run_dir} holds a single-fold run; choose an empty or new folder for the "
                           "cross-validation run")
@@ -114,6 +109,12 @@ def check_cv_output(run_dir: Path, resume: bool, overwrite: bool) -> None:
         raise ConfigError(f"{run_dir} already holds a cross-validation run; pass --resume to continue it, "
                           "--overwrite to replace it, or choose another --output")
     _refuse_foreign(run_dir)
+
+
+def _fold_runs(run_dir: Path) -> list[str]:
+    """The fold_K folders in ``run_dir`` that hold a checkpoint (a run, not an unfinished start)."""
+    return sorted(path.name for path in run_dir.iterdir() if _FOLD_DIR.match(path.name) and path.is_dir()
+                  and any((path / name).is_file() for name in CHECKPOINTS))
 
 
 def _refuse_foreign(run_dir: Path) -> None:

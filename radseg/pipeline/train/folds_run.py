@@ -16,6 +16,7 @@ from radseg.atomic import write_text_atomic
 from radseg.configs.loader import config_to_dict, load_config
 from radseg.configs.schema import RadsegConfig
 from radseg.errors import ConfigError, DataError
+from radseg.pipeline.core.checkpoint import LAST
 from radseg.pipeline.train import cross_validation as cv
 from radseg.pipeline.train.fit import fit
 from radseg.pipeline.train.run_checks import (
@@ -69,6 +70,10 @@ def train_folds(data: str | Path, output: str | Path, folds: cv.FoldSpec, *, cfg
         chosen = cv.resolve_folds(folds, cv.num_folds_for(cfg, overrides), len(spec.training))
         state, fingerprint = _start(run_dir, data, chosen, cfg, budget, device, overrides, overwrite, progress,
                                     start)
+    if score and len(spec.channel_names) > 1:
+        logger.warning("out-of-fold scoring is skipped: radseg predict reads one channel and %s has %d (%s); the "
+                       "folds train as asked", data, len(spec.channel_names), ", ".join(spec.channel_names))
+        score = False
     result = cv.CrossValidationResult(run_dir)
     fold_cfg = cv.state_config(state)
     for fold in state["folds"]:
@@ -160,7 +165,8 @@ def _train_fold(run_dir: Path, data, fold: int, cfg: RadsegConfig, state: dict, 
         return cv.FoldOutcome(fold, "done before", done["best_dice"], done["epochs"], done["seconds"],
                               state.get("fold_budget_s"))
     folder = cv.fold_dir(run_dir, fold)
-    started = resume and (folder / "config.yaml").is_file()
+    # a fold stopped before its first checkpoint starts again (fit clears its unfinished folder)
+    started = resume and (folder / LAST).is_file()
     fold_start = time.perf_counter()
     budget_s = state.get("fold_budget_s")
     logger.info("fold %d of folds %s: %s%s", fold, state["folds"], "resuming" if started else "training",

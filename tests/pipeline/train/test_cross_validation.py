@@ -170,3 +170,31 @@ def test_cv_output_check_refuses_foreign_and_single_fold_folders(tmp_path):
     (tmp_path / "stopped").mkdir()  # stopped while planning: only radseg's own files, no cv.json yet
     (tmp_path / "stopped" / "plan.yaml").write_text("x: 1\n")
     cv.check_cv_output(tmp_path / "stopped", resume=False, overwrite=False)
+
+
+def test_fold_runs_without_cv_json_need_overwrite(tmp_path):
+    (tmp_path / "fold_0").mkdir()
+    (tmp_path / "fold_0" / "best.pt").write_bytes(b"")  # folds trained by hand with --fold 0 -o RUN/fold_0
+    with pytest.raises(ConfigError, match=r"holds trained fold runs \(fold_0\) but no cv.json; pass --overwrite"):
+        cv.check_cv_output(tmp_path, resume=False, overwrite=False)
+    cv.check_cv_output(tmp_path, resume=False, overwrite=True)
+
+
+def test_fold_stopped_before_its_first_checkpoint_starts_again_on_resume(phantom_dataset, tmp_path, monkeypatch):
+    from radseg.pipeline.train.run_folder import save_run_config
+
+    real_fit = folds_run.fit
+
+    def stopped_while_caching(cfg, *, output, **kwargs):
+        Path(output).mkdir(parents=True, exist_ok=True)
+        save_run_config(cfg, Path(output))  # what fit writes before caching and the first epoch
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(folds_run, "fit", stopped_while_caching)
+    cfg = load_config("demo", [*TINY_TRAIN, "train.max_epochs=1"])  # 2 folds
+    with pytest.raises(KeyboardInterrupt):
+        folds_run.train_folds(phantom_dataset, tmp_path / "run", "all-cv", cfg=cfg, progress=False)
+    assert (tmp_path / "run" / "fold_0" / "config.yaml").is_file()
+    monkeypatch.setattr(folds_run, "fit", real_fit)
+    result = folds_run.train_folds(phantom_dataset, tmp_path / "run", None, resume=True, progress=False, score=False)
+    assert [(f.fold, f.status, f.epochs) for f in result.folds] == [(0, "trained", 1), (1, "trained", 1)]
