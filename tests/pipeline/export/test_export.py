@@ -201,3 +201,11 @@ def test_radseg_predicts_its_own_exported_bundle_as_it_predicts_the_run(checkpoi
                             device="cpu").count("done") == 1
     ours, theirs = (sitk.GetArrayFromImage(sitk.ReadImage(str(tmp_path / d / "scan.nii.gz"))) for d in ("run", "bundle_out"))
     np.testing.assert_array_equal(ours, theirs)
+
+
+def test_an_exported_bundle_loads_its_torchscript_once(checkpoint, tmp_path, monkeypatch):
+    export_model(checkpoint, "monai-bundle", tmp_path / "bundle")
+    calls, real_load = [], torch.jit.load
+    monkeypatch.setattr(torch.jit, "load", lambda *args, **kwargs: calls.append(args) or real_load(*args, **kwargs))
+    assert isinstance(load_predict_model(tmp_path / "bundle", "cpu").network, torch.jit.ScriptModule)
+    assert len(calls) == 1, calls
