@@ -81,15 +81,35 @@ def atomic_folder(path: str | Path, overwrite: bool = False) -> Iterator[Path]:
         raise FileExistsError(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f".{path.name}.{os.getpid()}.{threading.get_ident()}.tmp")
-    old = path.with_name(f".{path.name}.{os.getpid()}.{threading.get_ident()}.old")
     shutil.rmtree(tmp, ignore_errors=True)
     tmp.mkdir()
     try:
         yield tmp
-        if path.exists():
-            os.replace(path, old)
-        os.replace(tmp, path)
-        fsync_path(path.parent)
+        replace_folder(tmp, path)
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
+
+
+def replace_folder(new: str | Path, path: str | Path) -> None:
+    """Rename the folder ``new`` onto ``path``.
+
+    An existing ``path`` is moved aside first and deleted only once ``new`` is in place; if that
+    rename fails, the old folder is moved back, so ``path`` holds the old folder or the new one,
+    never neither.
+    """
+    import shutil
+
+    new, path = Path(new), Path(path)
+    if not path.exists():
+        os.replace(new, path)
+    else:
+        old = path.with_name(f".{path.name}.{os.getpid()}.{threading.get_ident()}.old")
         shutil.rmtree(old, ignore_errors=True)
+        os.replace(path, old)
+        try:
+            os.replace(new, path)
+        except BaseException:
+            os.replace(old, path)
+            raise
+        shutil.rmtree(old, ignore_errors=True)
+    fsync_path(path.parent)

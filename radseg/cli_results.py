@@ -116,5 +116,6 @@ def _add_export_parser(sub) -> None:
                    help="monai-bundle: configs/, models/, docs/ in MONAI's layout; torchscript, onnx: the network "
                         "with a preprocessing.json beside it (ONNX: opset 17, dynamic batch axis)")
     p.add_argument("-o", "--output", type=Path, required=True, help="the folder to write")
-    p.add_argument("--overwrite", action="store_true", help="replace an existing --output folder")
+    p.add_argument("--overwrite", action="store_true",
+                   help="replace an earlier export in --output (never another folder, a file or the run)")
     p.set_defaults(handler="export")

@@ -230,7 +230,7 @@ def intensity_steps(resolved: ResolvedPreprocess) -> list[tuple[str, dict]]:
     ``ScaleIntensityRanged``; MRI: per-volume, per-channel z-score of the non-zero voxels. A
     model read from a MONAI bundle carries the bundle's own steps (``resolved.intensity_steps``).
     """
-    if resolved.intensity_steps:
+    if resolved.intensity_steps is not None:  # () is a bundle with no intensity step: none, not the default
         return [(name, dict(kwargs)) for name, kwargs in resolved.intensity_steps]
     if resolved.modality != "CT":
         return [("NormalizeIntensityd", {"nonzero": True, "channel_wise": True})]

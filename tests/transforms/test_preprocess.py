@@ -225,3 +225,18 @@ def test_labels_are_resampled_by_linear_interpolation_of_each_mask(tmp_path):
 
     linear, nearest_scores = dice_back(resampled), dice_back(coarse_nearest)
     assert sum(linear) > sum(nearest_scores) + 0.005, (linear, nearest_scores)
+
+
+@pytest.mark.parametrize("modality", ["MRI", "CT"])
+def test_a_bundle_without_intensity_transforms_keeps_the_raw_intensities(modality, lps_case):
+    """A bundle mapped from Orientationd + Spacingd alone: no z-score for MRI, no window (and no crash) for CT."""
+    from radseg.pipeline.predict.bundle_transforms import map_preprocessing
+
+    items = [{"_target_": "LoadImaged", "keys": "image"}, {"_target_": "EnsureChannelFirstd", "keys": "image"},
+             {"_target_": "Orientationd", "keys": "image", "axcodes": "RAS"},
+             {"_target_": "Spacingd", "keys": "image", "pixdim": [2.0, 1.5, 3.0], "mode": "bilinear"}]
+    resolved = map_preprocessing(items, modality, "bundle")
+    assert resolved.intensity_steps == () and resolved.ct_window is None
+    image = build_inference_transforms(resolved)({keys.IMAGE: lps_case[keys.IMAGE]})[keys.IMAGE]
+    assert tuple(image.shape[1:]) == (20, 24, 10)  # the input grid: nothing resampled or cropped
+    np.testing.assert_allclose(sorted(set(np.round(image.numpy().ravel(), 3))), [-1000.0, 40.0])

@@ -1,8 +1,9 @@
 """``radseg export``: a trained run as a MONAI bundle, a TorchScript network or an ONNX network.
 
 Everything is written into a temporary folder beside ``--output`` and renamed onto it at the end,
-so a failed export leaves nothing half-written, and an existing folder is replaced only with
-``overwrite``.
+so a failed export leaves nothing half-written. ``overwrite`` replaces only an earlier export (a
+bundle radseg wrote, or a network file with ``preprocessing.json``): never another folder, a file,
+or anything that is, holds or lies inside the run being exported.
 """
 
 from __future__ import annotations
@@ -37,14 +38,15 @@ def export_model(run: str | Path, format: str, output: str | Path, *, overwrite:
         format: "monai-bundle", "torchscript" or "onnx".
         output: the folder to write (``configs/ models/ docs/`` for a bundle; the network and
             ``preprocessing.json`` otherwise).
-        overwrite: replace an existing ``output``.
+        overwrite: replace an earlier export in ``output``.
 
     Returns:
         The :class:`ExportResult`.
 
     Raises:
-        DataError: an unknown format, ``output`` exists without ``overwrite``, the checkpoint is
-            unusable, or the exported network's logits disagree with the checkpoint's.
+        DataError: an unknown format; ``output`` is a file, a folder that is no export, an export
+            without ``overwrite``, or the run itself (or a folder holding or inside it); the
+            checkpoint is unusable; or the exported network's logits disagree with the checkpoint's.
     """
     from radseg.pipeline.core.checkpoint import load_checkpoint, resolve_checkpoint
     from radseg.pipeline.predict.model import load_predict_model
@@ -52,8 +54,7 @@ def export_model(run: str | Path, format: str, output: str | Path, *, overwrite:
     if format not in FORMATS:
         raise DataError(f"export format must be one of {', '.join(FORMATS)}, not {format!r}")
     output = Path(output)
-    if output.exists() and not overwrite:
-        raise DataError(f"export folder {output} exists; fix: choose another --output or pass --overwrite")
+    check_output(output, Path(run), overwrite)
     model = load_predict_model(run, device="cpu")
     saved = load_checkpoint(resolve_checkpoint(run))
     with atomic_folder(output, overwrite=True) as staging:
@@ -61,6 +62,42 @@ def export_model(run: str | Path, format: str, output: str | Path, *, overwrite:
         files = sorted(str(p.relative_to(staging)) for p in staging.rglob("*") if p.is_file())
     logger.info("exported %s as %s to %s", model.source, format, output)
     return ExportResult(output, files, difference)
+
+
+def check_output(output: Path, run: Path, overwrite: bool) -> None:
+    """Refuse an ``output`` that would replace the run, a file, a folder that is no export, or an
+    earlier export without ``overwrite`` (an empty folder is fine)."""
+    run_folder = (run if run.is_dir() else run.parent).resolve()
+    target = output.resolve()
+    if target == run_folder or target in run_folder.parents or run_folder in target.parents:
+        where = "is" if target == run_folder else "holds" if target in run_folder.parents else "lies inside"
+        raise DataError(f"--output {output} {where} the run folder {run_folder} being exported; the export would "
+                        "replace or mix with the run; fix: choose a folder outside the run")
+    if not output.exists():
+        return
+    if not output.is_dir():
+        raise DataError(f"--output {output} is a file; expected a folder for the export; fix: choose another path")
+    if not any(output.iterdir()):
+        return
+    if not is_export(output):
+        raise DataError(f"--output {output} exists and holds other files, not an earlier radseg export, so "
+                        "--overwrite will not replace it; fix: choose a new or empty folder")
+    if not overwrite:
+        raise DataError(f"export folder {output} exists (an earlier export); fix: choose another --output or "
+                        "pass --overwrite to replace it")
+
+
+def is_export(folder: Path) -> bool:
+    """Whether ``folder`` holds an earlier radseg export: a bundle whose metadata has a ``radseg`` key,
+    or ``model.ts``/``model.onnx`` with ``preprocessing.json``."""
+    metadata = folder / "configs" / "metadata.json"
+    if metadata.is_file():
+        try:
+            return isinstance(json.loads(metadata.read_text()).get("radseg"), dict)
+        except (OSError, ValueError, AttributeError):
+            return False
+    network = (folder / "model.ts").is_file() or (folder / "model.onnx").is_file()
+    return network and (folder / "preprocessing.json").is_file()
 
 
 def _write(model, saved: dict, format: str, folder: Path) -> float:

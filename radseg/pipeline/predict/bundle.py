@@ -1,6 +1,6 @@
 """A MONAI bundle folder (a zoo bundle, or one radseg exported) as a :class:`PredictModel`.
 
-The network comes from the bundle's ``network_def`` (MONAI classes only, :mod:`.bundle_config`)
+The network comes from the bundle's ``network_def`` (MONAI network classes only, :mod:`.bundle_checks`)
 and its weights from the checkpoint loader's ``load_path`` (``models/model.pt``); the
 preprocessing and the sliding window are mapped onto radseg's own (:mod:`.bundle_transforms`), and
 the label names come from ``metadata.json``. Then radseg's predictor runs it like any run.
@@ -87,7 +87,7 @@ def _network(parser, folder: Path) -> torch.nn.Module:
     network = checked_content(parser, "network_def", folder)
     if not isinstance(network, torch.nn.Module):
         raise DataError(f"bundle {folder}: network_def gives a {type(network).__name__}, not a network")
-    load_path = _load_path(parser, folder)
+    load_path = _load_path(parser, folder, network)
     if load_path is None:  # a TorchScript network (radseg's export) carries its weights
         return network
     state = load_weights(load_path)
@@ -103,13 +103,13 @@ def _network(parser, folder: Path) -> torch.nn.Module:
     return network
 
 
-def _load_path(parser, folder: Path) -> Path | None:
+def _load_path(parser, folder: Path, network: torch.nn.Module) -> Path | None:
     """Where the checkpoint loader reads the weights; ``models/model.pt`` when the config names none."""
     for item_id in ("checkpointloader", *(f"handlers#{i}" for i in range(len(parser.get("handlers") or [])))):
         item = parser.get(item_id)
         if isinstance(item, dict) and transform_name(item.get("_target_", "")) == "CheckpointLoader":
             return Path(checked_content(parser, f"{item_id}#load_path", folder))
-    if isinstance(checked_content(parser, "network_def", folder), torch.jit.ScriptModule):
+    if isinstance(network, torch.jit.ScriptModule):
         return None
     return folder / "models" / "model.pt"
 

@@ -1,18 +1,18 @@
 """A MONAI bundle's config read with MONAI's ConfigParser, on a short leash.
 
-Only what prediction needs is resolved: ``network_def``, ``preprocessing``, ``inferer`` and the
-checkpoint loader's ``load_path``, with the items they reference. Before anything is built, every
-``_target_`` among them must be a MONAI class and every ``$`` expression may only read values,
-index, do arithmetic and call the few functions bundles use to find their files (``torch.load``,
-``torch.from_numpy``, ``torch.device``, ``torch.jit.load``, ``os.path.join``): bundle configs are
-code, and radseg runs none but these. Inside them ``torch.device`` is the CPU (or the device asked
-for) and ``torch.load`` reads with ``weights_only=True``.
+radseg reads the config, expands its ``%`` macros and relative ids, and never parses it as a whole:
+each item prediction needs (``network_def``, ``preprocessing``, ``inferer``, the checkpoint loader's
+``load_path``) is checked with every item it references (:mod:`.bundle_checks`), and only those
+items are copied into a fresh ConfigParser that builds it. Items nothing needs (``imports``,
+``evaluator``, ``run``) never reach MONAI's resolver, so none of them runs. Inside expressions
+``torch.device`` is the CPU (or the device asked for), ``torch.load`` reads with
+``weights_only=True`` and ``torch.jit.load`` reads only the bundle's own ``models/model.ts``.
 """
 
 from __future__ import annotations
 
-import ast
-import re
+import copy
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -20,16 +20,9 @@ import numpy as np
 import torch
 
 from radseg.errors import DataError
+from radseg.pipeline.predict.bundle_checks import check_macros, closure
 
 CONFIG_NAMES = ("inference.json", "inference.yaml", "inference.yml")
-_REFERENCE = re.compile(r"@(\w+(?:(?:#|::)\w+)*)")
-#: dotted names a bundle expression may call
-_CALLS = {"torch.load", "torch.from_numpy", "torch.device", "torch.jit.load", "torch.cuda.is_available",
-          "os.path.join", "list", "tuple", "int", "float", "str", "len", "sorted", "dict"}
-_NAMES = {"torch", "os", "np", "numpy", "monai", "_ref", "True", "False", "None"}
-_NODES = (ast.Expression, ast.Constant, ast.List, ast.Tuple, ast.Dict, ast.Name, ast.Attribute, ast.Call,
-          ast.Subscript, ast.Slice, ast.BinOp, ast.UnaryOp, ast.IfExp, ast.Compare, ast.BoolOp, ast.keyword,
-          ast.Load, ast.operator, ast.unaryop, ast.cmpop, ast.boolop)
 
 
 def config_file(folder: Path) -> Path | None:
@@ -39,31 +32,82 @@ def config_file(folder: Path) -> Path | None:
     return next((folder / "configs" / n for n in CONFIG_NAMES if (folder / "configs" / n).is_file()), None)
 
 
-def read_bundle_config(folder: Path, device: torch.device):
-    """A ConfigParser over the bundle's inference config and metadata, ``bundle_root`` set to ``folder``."""
+@dataclass
+class BundleConfig:
+    """A bundle's config as read: plain values (macros expanded), never evaluated as a whole."""
+
+    raw: Any  # a monai.bundle.ConfigParser; only its plain content is read
+    folder: Path
+    device: torch.device
+
+    def get(self, item_id: str, default: Any = None) -> Any:
+        """The item's plain config (nothing evaluated)."""
+        return self.raw.get(item_id, default)
+
+
+def read_bundle_config(folder: Path, device: torch.device) -> BundleConfig:
+    """The bundle's inference config and metadata, macros expanded, ``bundle_root`` set to ``folder``.
+
+    Raises:
+        DataError: a macro reading another file, or one that does not expand.
+    """
     from monai.bundle import ConfigParser
 
-    parser = ConfigParser(globals={"torch": _BundleTorch(device), "os": "os"})
+    parser = ConfigParser()
     parser.read_config(str(config_file(folder)))
     parser.read_meta(str(folder / "configs" / "metadata.json"))
     parser["bundle_root"] = str(folder)
-    return parser
+    check_macros(parser.get(), folder)
+    try:
+        parser.resolve_macro_and_relative_ids()
+    except Exception as err:  # a macro naming a missing item, or one that expands into itself
+        raise DataError(f"bundle {folder}: its % macros do not expand ({type(err).__name__}: "
+                        f"{(str(err).splitlines() or [''])[0][:200]}); fix: correct the macro") from err
+    return BundleConfig(parser, folder, device)
 
 
-def checked_content(parser, item_id: str, source: Path, *, instantiate: bool = True) -> Any:
-    """``parser.get_parsed_content(item_id)`` once its targets and expressions are checked."""
-    for target, expression, where in _closure(parser, item_id):
-        if target is not None:
-            _check_target(target, where, source)
-        if expression is not None:
-            _check_expression(expression, where, source)
+def checked_content(config: BundleConfig, item_id: str, source: Path, *, instantiate: bool = True) -> Any:
+    """The built ``item_id`` once it and every item it references pass :mod:`.bundle_checks`."""
+    from monai.bundle import ConfigParser
+
+    ids = closure(config.raw.get(), item_id, source)
+    parser = ConfigParser(config=_subset(config.raw.get(), ids),
+                          globals={"torch": _BundleTorch(config.device, config.folder), "os": "os"})
     try:
         content = parser.get_parsed_content(item_id, instantiate=instantiate)
     except Exception as err:  # MONAI raises what the config's callables raise, wrapped
+        cause = _data_error(err)
+        if cause is not None:
+            raise cause from err
         detail = (str(err).strip().splitlines() or [type(err).__name__])[0]
         raise DataError(f"bundle {source}: cannot build {item_id!r} ({type(err).__name__}: {detail}); fix: "
                         "check the bundle's files (models/) and its config") from err
     return content if instantiate else _plain_config(content)
+
+
+def _data_error(err: BaseException | None) -> DataError | None:
+    while err is not None and not isinstance(err, DataError):
+        err = err.__cause__ or err.__context__
+    return err
+
+
+def _subset(raw: dict, ids: set[str]) -> dict:
+    """A config holding only ``ids`` (copies; other list entries are None, other keys absent)."""
+    fresh: dict = {}
+    for item_id in sorted(ids, key=lambda i: i.count("::")):
+        parts = item_id.split("::")
+        if any("::".join(parts[:n]) in ids for n in range(1, len(parts))):
+            continue  # copied with an enclosing item
+        node, raw_node = fresh, raw
+        for depth, part in enumerate(parts):
+            key = int(part) if isinstance(raw_node, list) else part
+            raw_node = raw_node[key]
+            if depth == len(parts) - 1:
+                node[key] = copy.deepcopy(raw_node)
+            elif (node[key] if isinstance(node, list) else node.get(key)) is None:
+                node[key] = [None] * len(raw_node) if isinstance(raw_node, list) else {}
+            node = node[key]
+    return fresh
 
 
 def _plain_config(value):
@@ -75,83 +119,13 @@ def _plain_config(value):
     return [_plain_config(v) for v in value] if isinstance(value, list) else value
 
 
-def _closure(parser, item_id: str):
-    """(target, expression, id) of ``item_id`` and every item it references, each once."""
-    seen, todo = set(), [item_id]
-    while todo:
-        current = todo.pop()
-        if current in seen:
-            continue
-        seen.add(current)
-        for target, expression, refs in _walk(parser[current]):
-            todo.extend(refs)
-            yield target, expression, current
-
-
-def _walk(value):
-    if isinstance(value, dict):
-        yield value.get("_target_"), None, []
-        for key, child in value.items():
-            if key != "_target_":
-                yield from _walk(child)
-    elif isinstance(value, list):
-        for child in value:
-            yield from _walk(child)
-    elif isinstance(value, str) and value.startswith("$"):
-        yield None, value[1:], [r for r in _REFERENCE.findall(value)]
-    elif isinstance(value, str) and value.startswith("@"):
-        yield None, None, [value[1:]]
-
-
-def _check_target(target: str, where: str, source: Path) -> None:
-    from monai.bundle.config_item import ComponentLocator
-
-    if "." in target:
-        if not target.startswith("monai."):
-            raise DataError(f"bundle {source}: {where} names _target_ {target!r}, outside MONAI; radseg builds only "
-                            "MONAI classes from a bundle; fix: run this bundle with MONAI")
-        return
-    if ComponentLocator().get_component_module_name(target) is None:
-        raise DataError(f"bundle {source}: {where} names {target!r}, which MONAI {_monai_version()} does not have; "
-                        "fix: correct the name (e.g. UNet, SegResNet, DiNTS) or use the MONAI version the bundle names")
-
-
-def _check_expression(expression: str, where: str, source: Path) -> None:
-    text = _REFERENCE.sub("_ref", expression)
-    try:
-        tree = ast.parse(text, mode="eval")
-    except SyntaxError:
-        tree = None
-    for node in ast.walk(tree) if tree is not None else [None]:
-        bad = node is None or not isinstance(node, _NODES)
-        bad = bad or (isinstance(node, ast.Name) and node.id not in _NAMES)
-        bad = bad or (isinstance(node, ast.Attribute) and node.attr.startswith("_"))
-        bad = bad or (isinstance(node, ast.Call) and _dotted(node.func) not in _CALLS)
-        if bad:
-            raise DataError(f"bundle {source}: {where} holds the expression {expression.strip()!r}, which radseg "
-                            "will not run (it runs only reads, arithmetic and torch.load/from_numpy/device, "
-                            "torch.jit.load, os.path.join); fix: run this bundle with MONAI")
-
-
-def _dotted(node) -> str:
-    parts = []
-    while isinstance(node, ast.Attribute):
-        parts.append(node.attr)
-        node = node.value
-    return ".".join([node.id, *reversed(parts)]) if isinstance(node, ast.Name) else "?"
-
-
-def _monai_version() -> str:
-    import monai
-
-    return monai.__version__
-
-
 class _BundleTorch:
-    """``torch`` for bundle expressions: one device, and files read with ``weights_only=True``."""
+    """``torch`` for bundle expressions: one device, files read with ``weights_only=True``, and
+    ``jit.load`` of the bundle's own ``models/model.ts`` only (a TorchScript file is code)."""
 
-    def __init__(self, device: torch.device):
+    def __init__(self, device: torch.device, folder: Path):
         self._device = device
+        self.jit = _BundleJit(folder)
 
     def __getattr__(self, name: str):
         return getattr(torch, name)
@@ -164,6 +138,18 @@ class _BundleTorch:
 
     def load(self, path, *args, **kwargs):
         return load_weights(path)
+
+
+class _BundleJit:
+    def __init__(self, folder: Path):
+        self._model = (folder / "models" / "model.ts").resolve()
+
+    def load(self, path, map_location=None, **kwargs) -> torch.jit.ScriptModule:
+        if Path(str(path)).resolve() != self._model:
+            raise DataError(f"bundle {self._model.parents[1]}: torch.jit.load({str(path)!r}) reads a file other than "
+                            "the bundle's models/model.ts; radseg loads TorchScript only from there; fix: move the "
+                            "network to models/model.ts")
+        return torch.jit.load(str(self._model), map_location=map_location)
 
 
 def load_weights(path: str | Path) -> Any:

@@ -30,6 +30,8 @@ _ALLOWED = {
     "ScaleIntensityd": {"minv", "maxv", "channel_wise", "dtype"},
     "CropForegroundd": {"source_key", "margin", "allow_smaller", "k_divisible", "start_coord_key", "end_coord_key"},
 }
+#: every transform a bundle's preprocessing may name (bundle_checks builds no other)
+MAPPED_TRANSFORMS = (*sorted(_NO_COUNTERPART_NEEDED), *_ALLOWED)
 _INTENSITY_ARGS = {"ScaleIntensityRanged": ("a_min", "a_max", "b_min", "b_max", "clip"),
                    "NormalizeIntensityd": ("subtrahend", "divisor", "nonzero", "channel_wise"),
                    "ScaleIntensityd": ("minv", "maxv", "channel_wise")}

@@ -14,6 +14,7 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
+from radseg.atomic import replace_folder
 from radseg.errors import DataError
 from radseg.pipeline.review import pages
 from radseg.pipeline.review.cases import ReviewInputs, check_grids, gather_review_cases
@@ -122,14 +123,4 @@ def _write_pages(folder: Path, inputs: ReviewInputs, max_voxels: int, progress: 
 
 def _swap_in(staging: Path, output: Path) -> None:
     """Put the finished folder at ``output``, the earlier review (if any) removed only once it is replaced."""
-    if not output.exists():
-        staging.rename(output)
-        return
-    old = output.with_name(f".{output.name}.old-{os.getpid()}")
-    output.rename(old)
-    try:
-        staging.rename(output)
-    except OSError:
-        old.rename(output)
-        raise
-    shutil.rmtree(old, ignore_errors=True)
+    replace_folder(staging, output)

@@ -78,17 +78,68 @@ def test_bundle_has_monais_layout_and_says_what_it_is(checkpoint, tmp_path):
     assert set(state) == set(load_predict_model(checkpoint, "cpu").network.state_dict())
 
 
-def test_export_to_an_existing_folder_is_refused_and_left_alone(checkpoint, tmp_path, capsys):
-    (tmp_path / "out").mkdir()
-    (tmp_path / "out" / "mine.txt").write_text("keep")
-    code = main(["export", str(checkpoint), "--format", "torchscript", "-o", str(tmp_path / "out")])
+def test_an_earlier_export_needs_overwrite_and_other_folders_are_never_replaced(checkpoint, tmp_path, capsys):
+    export = ["export", str(checkpoint), "--format", "torchscript", "-o"]
+    assert main([*export, str(tmp_path / "out")]) == 0
+    code = main([*export, str(tmp_path / "out")])
     err = capsys.readouterr().err.strip()
     assert code == 2 and len(err.splitlines()) == 1 and "exists" in err and "--overwrite" in err
-    assert [p.name for p in (tmp_path / "out").iterdir()] == ["mine.txt"]
-    assert main(["export", str(checkpoint), "--format", "torchscript", "-o", str(tmp_path / "out"),
-                 "--overwrite"]) == 0
+    assert main([*export, str(tmp_path / "out"), "--overwrite"]) == 0
     assert sorted(p.name for p in (tmp_path / "out").iterdir()) == ["model.ts", "preprocessing.json"]
+    (tmp_path / "mine").mkdir()
+    (tmp_path / "mine" / "notes.txt").write_text("keep")
+    code = main([*export, str(tmp_path / "mine"), "--overwrite"])
+    err = capsys.readouterr().err.strip()
+    assert code == 2 and len(err.splitlines()) == 1 and "not an earlier radseg export" in err, err
+    assert [p.name for p in (tmp_path / "mine").iterdir()] == ["notes.txt"]
+    (tmp_path / "file.txt").write_text("keep")
+    assert main([*export, str(tmp_path / "file.txt"), "--overwrite"]) == 2
+    assert "is a file" in capsys.readouterr().err and (tmp_path / "file.txt").read_text() == "keep"
     assert [p.name for p in tmp_path.iterdir() if p.name.startswith(".")] == []
+
+
+def test_an_earlier_bundle_is_replaced_with_overwrite(checkpoint, tmp_path):
+    export_model(checkpoint, "monai-bundle", tmp_path / "bundle")
+    (tmp_path / "bundle" / "docs" / "stale.txt").write_text("from the earlier export")
+    export_model(checkpoint, "monai-bundle", tmp_path / "bundle", overwrite=True)
+    assert not (tmp_path / "bundle" / "docs" / "stale.txt").exists()
+    assert (tmp_path / "bundle" / "configs" / "metadata.json").is_file()
+
+
+@pytest.mark.parametrize("where", ["the run", "inside the run", "holding the run"])
+def test_the_run_itself_is_never_an_export_folder(where, checkpoint, tmp_path, capsys):
+    import shutil
+
+    run = tmp_path / "runs" / "run"
+    run.mkdir(parents=True)
+    shutil.copy(checkpoint, run / "best.pt")
+    output = {"the run": run, "inside the run": run / "export", "holding the run": tmp_path / "runs"}[where]
+    code = main(["export", str(run), "--format", "monai-bundle", "-o", str(output), "--overwrite"])
+    err = capsys.readouterr().err.strip()
+    assert code == 2 and len(err.splitlines()) == 1 and "the run folder" in err, err
+    assert [p.name for p in run.iterdir()] == ["best.pt"]
+
+
+def test_a_failed_swap_puts_the_earlier_folder_back(tmp_path, monkeypatch):
+    import os
+
+    from radseg import atomic
+
+    (tmp_path / "out").mkdir()
+    (tmp_path / "out" / "old.txt").write_text("earlier")
+    real_replace = os.replace
+
+    def failing_replace(source, target):
+        if str(source).endswith(".tmp"):
+            raise OSError("simulated: the rename onto the folder failed")
+        return real_replace(source, target)
+
+    monkeypatch.setattr(atomic.os, "replace", failing_replace)
+    with pytest.raises(OSError, match="simulated"):
+        with atomic.atomic_folder(tmp_path / "out", overwrite=True) as staging:
+            (staging / "new.txt").write_text("new")
+    assert [p.name for p in (tmp_path / "out").iterdir()] == ["old.txt"]
+    assert [p.name for p in tmp_path.iterdir()] == ["out"]
 
 
 def test_a_failed_export_writes_nothing(tmp_path, capsys):
@@ -150,3 +201,11 @@ def test_radseg_predicts_its_own_exported_bundle_as_it_predicts_the_run(checkpoi
                             device="cpu").count("done") == 1
     ours, theirs = (sitk.GetArrayFromImage(sitk.ReadImage(str(tmp_path / d / "scan.nii.gz"))) for d in ("run", "bundle_out"))
     np.testing.assert_array_equal(ours, theirs)
+
+
+def test_an_exported_bundle_loads_its_torchscript_once(checkpoint, tmp_path, monkeypatch):
+    export_model(checkpoint, "monai-bundle", tmp_path / "bundle")
+    calls, real_load = [], torch.jit.load
+    monkeypatch.setattr(torch.jit, "load", lambda *args, **kwargs: calls.append(args) or real_load(*args, **kwargs))
+    assert isinstance(load_predict_model(tmp_path / "bundle", "cpu").network, torch.jit.ScriptModule)
+    assert len(calls) == 1, calls

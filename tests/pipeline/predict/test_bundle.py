@@ -143,7 +143,7 @@ def _add_transform(item):
     ("target outside MONAI", lambda c: c["network_def"].update({"_target_": "collections.OrderedDict"}),
      "'collections.OrderedDict', outside MONAI"),
     ("unmappable transform", _add_transform({"_target_": "HistogramNormalized", "keys": "image"}),
-     "preprocessing transform HistogramNormalized has no counterpart"),
+     "'HistogramNormalized', which radseg will not build (preprocessing may name only Compose and the transforms"),
     ("unmappable argument", _add_transform({"_target_": "CropForegroundd", "keys": "image", "source_key": "image",
                                             "k_divisible": 16}), "CropForegroundd with its own select_fn"),
     ("code in an expression", lambda c: c["network_def"].update({"in_channels": "$__import__('os').getpid() * 0 + 1"}),
