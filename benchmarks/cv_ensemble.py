@@ -116,6 +116,16 @@ def main(argv: list[str] | None = None) -> int:
     return 0
 
 
+def _cpu_name() -> str:
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
+
+
 def _table(rows, args, spec) -> str:
     names = [spec.labels[i] for i in sorted(spec.labels) if i]
     head = ["system", "train min", "OOF scoring s", "predict s", "peak RSS GiB",
@@ -127,7 +137,7 @@ def _table(rows, args, spec) -> str:
         cells += [f"{dice[n]['mean']:.3f} [{dice[n]['ci_low']:.3f}-{dice[n]['ci_high']:.3f}]" for n in names]
         lines.append("| " + " | ".join(cells) + " |")
     lines.append(f"\n{args.profile} phantom, {args.cases} training + {args.test} held-out cases, seed {args.seed}; "
-                 f"budget {args.budget_minutes:g} min per system; CPU {platform.processor() or platform.machine()}, "
+                 f"budget {args.budget_minutes:g} min per system; CPU {_cpu_name()}, "
                  f"torch threads {torch.get_num_threads()}; predict: the whole command (start-up included)")
     return "\n".join(lines)
 

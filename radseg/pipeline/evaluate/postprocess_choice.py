@@ -9,6 +9,7 @@ kept; a candidate is kept when the mean foreground Dice over cases and classes r
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import logging
 from dataclasses import dataclass, field
@@ -67,14 +68,25 @@ def mean_dice(cases: Sequence[OutOfFoldCase], num_classes: int, cfg: Postprocess
     are left out, as undefined)."""
     scores = []
     for case in cases:
-        pred = case.pred if cfg is None else postprocess(case.pred.copy(), num_classes, case.voxel_ml, cfg,
-                                                         spacing=case.spacing, case=case.name)
+        with _quiet(logging.getLogger(postprocess.__module__)):  # a trial, not a prediction: no per-case lines
+            pred = case.pred if cfg is None else postprocess(case.pred.copy(), num_classes, case.voxel_ml, cfg,
+                                                             spacing=case.spacing, case=case.name)
         for value in range(1, num_classes):
             p, t = pred == value, case.truth == value
             total = int(p.sum()) + int(t.sum())
             if total:
                 scores.append(2.0 * int((p & t).sum()) / total)
     return float(np.mean(scores)) if scores else float("nan")
+
+
+@contextlib.contextmanager
+def _quiet(log: logging.Logger):
+    level = log.level
+    log.setLevel(logging.WARNING)
+    try:
+        yield
+    finally:
+        log.setLevel(level)
 
 
 def choose_postprocess(cases: Sequence[OutOfFoldCase], num_classes: int, planned: PostprocessConfig,
