@@ -196,13 +196,15 @@ def _auto(model, windows: torch.Tensor, precision: str, timer: Callable) -> Sele
         reason = f"measured earlier on this machine ({_summary(stored)}; {cache.runtime_folder() / key}.json)"
         logger.info("runtime %s: %s", choice.name, reason)
         return Selected(choice.name, build_forward(choice, model, lambda: _onnx_path(model, digest)), reason)
+    start = time.perf_counter()
     record, forwards = _measure(model, found, windows, timer, digest)
+    record["measured_s"] = round(time.perf_counter() - start, 2)
     if not record["seconds"]:  # nothing agreed, not even torch fp32's own second run: torch fp32
         record["seconds"][found[0].name] = float("nan")
     choice_name = min(record["seconds"], key=lambda n: record["seconds"][n])
     record["choice"] = choice_name
     path = cache.write_choice(key, record)
-    reason = f"fastest of those agreeing with torch fp32 ({_summary(record)})"
+    reason = f"fastest of those agreeing with torch fp32, measured in {record['measured_s']:.1f} s ({_summary(record)})"
     logger.info("runtime %s: %s%s", choice_name, reason, f"; stored in {path}" if path else "")
     choice = next(c for c in found if c.name == choice_name)
     forward = forwards.get(choice_name) or build_forward(choice, model, lambda: _onnx_path(model, digest))
