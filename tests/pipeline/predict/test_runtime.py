@@ -147,3 +147,16 @@ def test_the_case_record_names_the_runtime(tmp_path):
 
 def test_installed_knows_torch():
     assert installed("torch")
+
+
+def test_auto_runs_an_ensemble_of_two_models_and_its_choice_agrees_with_torch(tmp_path, cache_dir):
+    from radseg.pipeline.predict.ensemble import load_models
+
+    torch.manual_seed(1)
+    paths = [write_checkpoint(tmp_path / f"{k}.pt") for k in range(2)]
+    model = load_models(paths, "cpu")
+    chosen = runtime.choose_runtime(model, _image(), "auto", precision="fp32")
+    assert chosen.name in {c.name for c in runtime.candidates("cpu", "fp32")}
+    windows = runtime.sample_windows(_image(2), [32, 32, 16], 2)
+    with torch.inference_mode():
+        assert runtime.class_dice(model.network(windows), chosen.forward(windows)) >= runtime.MIN_DICE["fp32"]
