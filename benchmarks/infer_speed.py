@@ -110,6 +110,7 @@ def run_radseg(scan: Path, out: Path, device: str = "cpu", amp: bool = False, ru
     from radseg.pipeline.predict.inputs import find_cases
     from radseg.pipeline.predict.model import PredictModel
     from radseg.pipeline.predict.predict import PredictOptions, predict_case
+    from radseg.pipeline.predict.runtime import used_runtimes
     from radseg.transforms.fingerprint import ResolvedPreprocess
 
     cfg = load_config("demo", [f"train.roi_size={list(ROI)}", f"inference.overlap={OVERLAP}",
@@ -132,6 +133,7 @@ def run_radseg(scan: Path, out: Path, device: str = "cpu", amp: bool = False, ru
     result = predict_case(model, case, out, options)
     seconds = dict(result.seconds)
     seconds["untimed"] = untimed if runtime != "torch" else 0.0
+    seconds["runtime"] = ", ".join(used_runtimes(model))
     seconds["to_grid"] += seconds.pop("postprocess")
     return seconds
 
@@ -208,18 +210,19 @@ def _measure(system: str, scan: Path, out: Path, args: argparse.Namespace) -> di
 
 
 def _table(rows: list[tuple[str, str, dict]]) -> str:
-    head = f"{'scan':<27}{'system':<16}" + "".join(f"{s:>11}" for s in (*STAGES, "total")) + \
+    head = f"{'scan':<27}{'system':<30}" + "".join(f"{s:>11}" for s in (*STAGES, "total")) + \
         f"{'non-net %':>11}{'peak GB':>9}{'speed-up':>10}"
     lines = [head, "-" * len(head)]
     baseline = {scan: r for scan, system, r in rows if system == "monai-tutorial"}
     for scan, system, r in rows:
         if "error" in r:
-            lines.append(f"{scan:<27}{system:<16}failed: {r['error']}")
+            lines.append(f"{scan:<27}{system:<30}failed: {r['error']}")
             continue
+        system = f"{system} {r['runtime']}" if "runtime" in r else system
         outside = 100 * (r["total"] - r["network"]) / r["total"]
         base = baseline.get(scan, {})
-        speedup = f"{base['total'] / r['total']:.2f}x" if "total" in base and system == "radseg" else ""
-        lines.append(f"{scan:<27}{system:<16}" + "".join(f"{r[s]:>11.1f}" for s in (*STAGES, "total")) +
+        speedup = f"{base['total'] / r['total']:.2f}x" if "total" in base and system.startswith("radseg") else ""
+        lines.append(f"{scan:<27}{system:<30}" + "".join(f"{r[s]:>11.1f}" for s in (*STAGES, "total")) +
                      f"{outside:>11.1f}{r['peak_rss_gb']:>9.2f}{speedup:>10}")
     return "\n".join(lines)
 
