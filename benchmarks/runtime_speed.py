@@ -103,18 +103,21 @@ def table(rows: list[tuple[str, dict]], reference: torch.Tensor) -> str:
 
 
 def main() -> None:
-    from radseg.pipeline.predict.runtime import candidates
+    from radseg.pipeline.predict.runtime import RUNTIMES, candidates
     from radseg.pipeline.predict.runtime_backends import Candidate, export_onnx
     from radseg.pipeline.predict.runtime_cache import cpu_description, library_versions
 
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--batch", type=int, default=2, help="windows per forward pass (default 2)")
     parser.add_argument("--size", type=int, default=96, help="window edge (default 96)")
+    parser.add_argument("--threads", type=int, default=0, help="torch/onnxruntime/OpenVINO threads (0: torch's default)")
     parser.add_argument("--repeats", type=int, default=5, help="timed runs per candidate (default 5)")
     parser.add_argument("--all", action="store_true", help="bf16 candidates even where the CPU would emulate them")
     args = parser.parse_args()
+    if args.threads:
+        torch.set_num_threads(args.threads)
     model, batch = _model(args.size, args.batch), windows(args.batch, args.size)
-    found = candidates("cpu")
+    found = candidates("cpu", runtimes=RUNTIMES)  # onnxruntime too, which auto leaves out
     if args.all and not any(c.precision == "bf16" for c in found):
         found += [Candidate("torch", "bf16"), Candidate("torch", "bf16", True)]
     rows = []

@@ -4,8 +4,9 @@ Which way of running a network is fastest depends on the CPU (channels-last and 
 1.3-2x on a Xeon with AMX; on an AVX2 CPU bf16 is emulated and hundreds of times slower), so
 ``--runtime auto`` measures it here. Candidates (:func:`candidates`): torch eager float32,
 contiguous and channels-last; torch bf16 autocast, contiguous and channels-last, where the CPU has
-native bf16 (AVX512-BF16 or AMX) or on a GPU that supports bf16; and, on CPU, onnxruntime float32
-and OpenVINO float32 (and bf16 with native bf16) when installed (``pip install radseg[fast]``).
+native bf16 (AVX512-BF16 or AMX) or on a GPU that supports bf16; and, on CPU, OpenVINO float32 (and
+bf16 with native bf16) when installed (``pip install radseg[fast]``). onnxruntime runs only when asked
+for (``--runtime onnxruntime``): it was never the fastest where measured (:data:`AUTO_RUNTIMES`).
 
 ``auto`` runs each candidate on one batch of windows cut from the first case's preprocessed
 image, keeps those whose masks agree with torch float32 (per-class Dice of the argmax at least
@@ -35,6 +36,11 @@ RUNTIMES = ("auto", "torch", "onnxruntime", "openvino")
 PRECISIONS = ("auto", "fp32", "bf16")
 #: least per-class Dice of a candidate's argmax against torch float32's, by the candidate's precision
 MIN_DICE = {"fp32": 0.999, "bf16": 0.995, "fp16": 0.995}
+#: the runtimes ``auto`` tries, each kept because it was the fastest somewhere measured (benchmarks/runtime_speed.py,
+#: spleen UNet 16-256, 96³ windows): torch (channels-last and bf16 on the issue's AMX Xeon, bf16 on a 2-core EPYC
+#: with AVX512-BF16) and OpenVINO (fp32, batch 4, on that EPYC: 2.00x torch eager, 1.55x channels-last). onnxruntime
+#: was never the fastest (0.70-0.74x torch on the AMX Xeon, 1.10-1.43x on the EPYC, behind OpenVINO and channels-last)
+AUTO_RUNTIMES = ("torch", "openvino")
 #: timed runs per candidate after the warm-up (the fastest counts)
 REPEATS = 2
 _FAST = "pip install 'radseg[fast]' (onnxruntime, openvino)"
@@ -85,14 +91,16 @@ def native_bf16(device: torch.device) -> bool:
     return device.type == "cpu" and cpu_has_native_bf16()
 
 
-def candidates(device: torch.device | str, precision: str = "auto") -> list[Candidate]:
-    """The ways ``auto`` may run a network on ``device``, torch float32 contiguous first."""
+def candidates(device: torch.device | str, precision: str = "auto",
+               runtimes: Sequence[str] = AUTO_RUNTIMES) -> list[Candidate]:
+    """The ways ``auto`` may run a network on ``device`` (among ``runtimes``), torch float32 contiguous first."""
     device = _device(device)
     precisions = [p for p in ("fp32", "bf16") if precision in ("auto", p) and (p == "fp32" or native_bf16(device))]
     found = [Candidate("torch", p, last) for p in precisions for last in (False, True)]
     if device.type == "cpu":
-        found += [Candidate("onnxruntime", "fp32")] if "fp32" in precisions and installed("onnxruntime") else []
-        found += [Candidate("openvino", p) for p in precisions if installed("openvino")]
+        found += [Candidate("onnxruntime", "fp32")] if "fp32" in precisions and "onnxruntime" in runtimes \
+            and installed("onnxruntime") else []
+        found += [Candidate("openvino", p) for p in precisions if "openvino" in runtimes and installed("openvino")]
     return found
 
 
