@@ -28,6 +28,8 @@ Usage (about 10 minutes on 2 CPU cores; the 800-slice MONAI run needs ~13 GB of 
     python benchmarks/infer_speed.py
     python benchmarks/infer_speed.py --slices 141 --skip-dicom    # smaller
     python benchmarks/infer_speed.py --slices 141 --skip-dicom --bundle --bundle-only   # the zoo bundle rows
+    python benchmarks/infer_speed.py --runtime auto        # radseg's network run by predict --runtime auto
+    python benchmarks/infer_speed.py --device cuda --amp   # both systems' windows on the GPU, bf16/fp16 autocast
 """
 
 from __future__ import annotations
@@ -100,7 +102,7 @@ def _network():
     return _Biased().eval()
 
 
-def run_radseg(scan: Path, out: Path) -> dict:
+def run_radseg(scan: Path, out: Path, device: str = "cpu", amp: bool = False, runtime: str = "torch") -> dict:
     """radseg's predict_case, stage by stage (its own clock)."""
     import torch
 
@@ -108,6 +110,7 @@ def run_radseg(scan: Path, out: Path) -> dict:
     from radseg.pipeline.predict.inputs import find_cases
     from radseg.pipeline.predict.model import PredictModel
     from radseg.pipeline.predict.predict import PredictOptions, predict_case
+    from radseg.pipeline.predict.runtime import used_runtimes
     from radseg.transforms.fingerprint import ResolvedPreprocess
 
     cfg = load_config("demo", [f"train.roi_size={list(ROI)}", f"inference.overlap={OVERLAP}",
@@ -115,16 +118,35 @@ def run_radseg(scan: Path, out: Path) -> dict:
     # the body crop at the baseline's threshold (its CropForegroundd keeps HU above the window's low end)
     resolved = ResolvedPreprocess(modality="CT", target_spacing=SPACING, ct_window=WINDOW_HU,
                                   ct_normalization="window", crop_foreground=True, body_threshold_hu=WINDOW_HU[0])
-    model = PredictModel(network=_network(), cfg=cfg, preprocess=resolved, label_names={0: "bg", 1: "a", 2: "b"},
-                         in_channels=1, num_classes=3, device=torch.device("cpu"), amp=None, source="benchmark")
+    model = PredictModel(network=_network().to(device), cfg=cfg, preprocess=resolved,
+                         label_names={0: "bg", 1: "a", 2: "b"}, in_channels=1, num_classes=3,
+                         device=torch.device(device), amp=_amp(device, amp), source="benchmark")
     (case,) = find_cases([scan])
-    result = predict_case(model, case, out, PredictOptions(progress=False, overwrite=True, check_modality=False))
+    options = PredictOptions(progress=False, overwrite=True, check_modality=False, runtime=runtime)
+    if runtime != "torch":  # the measurement is made once per network and machine, then cached: not a case's time
+        from radseg.pipeline.predict.prepare import prepare_case
+        from radseg.pipeline.predict.runtime import choose_runtime
+
+        start = time.perf_counter()
+        choose_runtime(model, prepare_case(case, model, check_modality=False).image, runtime)
+        untimed = time.perf_counter() - start
+    result = predict_case(model, case, out, options)
     seconds = dict(result.seconds)
+    seconds["untimed"] = untimed if runtime != "torch" else 0.0
+    seconds["runtime"] = ", ".join(used_runtimes(model))
     seconds["to_grid"] += seconds.pop("postprocess")
     return seconds
 
 
-def run_monai(scan: Path, out: Path) -> dict:
+def _amp(device: str, amp: bool):
+    import torch
+
+    from radseg.pipeline.predict.inference import resolve_amp
+
+    return resolve_amp("auto" if amp else "none", device)
+
+
+def run_monai(scan: Path, out: Path, device: str = "cpu", amp: bool = False, runtime: str = "torch") -> dict:
     """MONAI's tutorial pipeline, stage by stage."""
     import torch
     from monai.inferers import sliding_window_inference
@@ -143,9 +165,11 @@ def run_monai(scan: Path, out: Path) -> dict:
     for transform in pre.transforms[1:]:
         data = transform(data)
     seconds["preprocess"], clock = time.perf_counter() - clock, time.perf_counter()
-    network = _network()
-    with torch.inference_mode():
-        pred = sliding_window_inference(data["image"][None], ROI, SW_BATCH, network, overlap=OVERLAP, mode="gaussian")
+    network = _network().to(device)
+    dtype = _amp(device, amp)
+    with torch.inference_mode(), torch.autocast(torch.device(device).type, dtype=dtype, enabled=dtype is not None):
+        pred = sliding_window_inference(data["image"][None], ROI, SW_BATCH, network, overlap=OVERLAP, mode="gaussian",
+                                        sw_device=device, device="cpu")
     data["pred"] = pred[0]
     seconds["network"], clock = time.perf_counter() - clock, time.perf_counter()
     post = Compose([Invertd("pred", transform=pre, orig_keys="image", nearest_interp=False, to_tensor=True),
@@ -159,7 +183,7 @@ def run_monai(scan: Path, out: Path) -> dict:
     return seconds
 
 
-def _worker(system: str, scan: str, out: str) -> None:
+def _worker(system: str, scan: str, out: str, device: str, amp: str, runtime: str) -> None:
     import torch
 
     import monai.transforms  # noqa: F401 - imports are not part of a scan's time (a batch pays them once)
@@ -168,15 +192,16 @@ def _worker(system: str, scan: str, out: str) -> None:
 
     torch.set_num_threads(max(os.cpu_count() or 1, 1))
     start = time.perf_counter()
-    seconds = (run_radseg if system == "radseg" else run_monai)(Path(scan), Path(out))
-    seconds["total"] = time.perf_counter() - start
+    seconds = (run_radseg if system == "radseg" else run_monai)(Path(scan), Path(out), device, amp == "1", runtime)
+    seconds["total"] = time.perf_counter() - start - seconds.pop("untimed", 0.0)
     seconds["peak_rss_gb"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2 ** 20
     print("RESULT " + json.dumps(seconds))
 
 
-def _measure(system: str, scan: Path, out: Path) -> dict:
+def _measure(system: str, scan: Path, out: Path, args: argparse.Namespace) -> dict:
     out.mkdir(parents=True, exist_ok=True)
-    command = [sys.executable, __file__, "--worker", system, str(scan), str(out)]
+    command = [sys.executable, __file__, "--worker", system, str(scan), str(out), args.device, str(int(args.amp)),
+               args.runtime]
     done = subprocess.run(command, capture_output=True, text=True, env={**os.environ, "PYTHONPATH": str(REPO)})
     lines = [line for line in done.stdout.splitlines() if line.startswith("RESULT ")]
     if done.returncode != 0 or not lines:
@@ -185,18 +210,19 @@ def _measure(system: str, scan: Path, out: Path) -> dict:
 
 
 def _table(rows: list[tuple[str, str, dict]]) -> str:
-    head = f"{'scan':<27}{'system':<16}" + "".join(f"{s:>11}" for s in (*STAGES, "total")) + \
+    head = f"{'scan':<27}{'system':<30}" + "".join(f"{s:>11}" for s in (*STAGES, "total")) + \
         f"{'non-net %':>11}{'peak GB':>9}{'speed-up':>10}"
     lines = [head, "-" * len(head)]
     baseline = {scan: r for scan, system, r in rows if system == "monai-tutorial"}
     for scan, system, r in rows:
         if "error" in r:
-            lines.append(f"{scan:<27}{system:<16}failed: {r['error']}")
+            lines.append(f"{scan:<27}{system:<30}failed: {r['error']}")
             continue
+        system = f"{system} {r['runtime']}" if "runtime" in r else system
         outside = 100 * (r["total"] - r["network"]) / r["total"]
         base = baseline.get(scan, {})
-        speedup = f"{base['total'] / r['total']:.2f}x" if "total" in base and system == "radseg" else ""
-        lines.append(f"{scan:<27}{system:<16}" + "".join(f"{r[s]:>11.1f}" for s in (*STAGES, "total")) +
+        speedup = f"{base['total'] / r['total']:.2f}x" if "total" in base and system.startswith("radseg") else ""
+        lines.append(f"{scan:<27}{system:<30}" + "".join(f"{r[s]:>11.1f}" for s in (*STAGES, "total")) +
                      f"{outside:>11.1f}{r['peak_rss_gb']:>9.2f}{speedup:>10}")
     return "\n".join(lines)
 
@@ -268,7 +294,11 @@ def main() -> None:
     parser.add_argument("--skip-monai", action="store_true")
     parser.add_argument("--bundle", action="store_true", help="also the zoo spleen bundle: MONAI's run against radseg's")
     parser.add_argument("--bundle-only", action="store_true", help="with --bundle: only the bundle rows")
-    parser.add_argument("--worker", nargs=3, help=argparse.SUPPRESS)
+    parser.add_argument("--device", default="cpu", choices=("cpu", "cuda"), help="where both systems run the windows")
+    parser.add_argument("--amp", action="store_true", help="bf16 (fp16 where unsupported) autocast on CUDA, both systems")
+    parser.add_argument("--runtime", default="torch", choices=("torch", "auto", "onnxruntime", "openvino"),
+                        help="radseg's predict --runtime (auto: measured once before the case, not timed)")
+    parser.add_argument("--worker", nargs=6, help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.worker:
         _worker(*args.worker)
@@ -284,9 +314,10 @@ def main() -> None:
                 print(f"{label}: {bundle[-2:]}", file=sys.stderr)
             for system in ("radseg", "monai-tutorial")[: 0 if args.bundle_only else 1 if args.skip_monai else 2]:
                 rows.append((label, system, _measure("radseg" if system == "radseg" else "monai", scan,
-                                                     Path(tmp) / system / scan.name)))
+                                                     Path(tmp) / system / scan.name, args)))
                 print(f"{label} {system}: {rows[-1][2]}", file=sys.stderr)
-    print(f"torch threads: {os.cpu_count()} cores; window {ROI}, overlap {OVERLAP}, sw_batch_size {SW_BATCH}, "
+    print(f"device {args.device}{' (autocast)' if args.amp else ''}, radseg runtime {args.runtime}; "
+          f"torch threads: {os.cpu_count()} cores; window {ROI}, overlap {OVERLAP}, sw_batch_size {SW_BATCH}, "
           f"spacing {SPACING} mm; UNet 16-256, 3 classes; seconds per stage")
     print(_table(rows))
     if bundle:

@@ -198,6 +198,7 @@ def _cmd_predict(args: argparse.Namespace) -> int:
         overlap=args.overlap, sw_batch_size=args.sw_batch_size, tta=args.tta, probabilities=args.probabilities,
         postprocess=_postprocess_choice(args),
         overwrite=args.overwrite, check_modality=not args.no_modality_check,
+        runtime=args.runtime, precision=args.precision,
         extra_writers=tuple(writer for flag, writer in ((args.dicom_seg, dicom_seg_writer),
                                                         (args.quicklook, quicklook_writer)) if flag),
     )

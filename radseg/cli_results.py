@@ -81,6 +81,13 @@ def _add_predict_parser(sub) -> None:
                    help="NIfTI/NRRD/MHA files, DICOM series folders, or folders of them (searched recursively)")
     p.add_argument("-o", "--output", type=Path, required=True, help="folder for the masks")
     p.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"], help="where the network runs")
+    p.add_argument("--runtime", default="auto", choices=("auto", "torch", "onnxruntime", "openvino"),
+                   help="how the network runs: auto (default) measures the candidates on the first case and takes "
+                        "the fastest whose masks agree with torch fp32, cached per network, machine and library "
+                        "versions; onnxruntime and openvino are CPU-only extras (pip install 'radseg[fast]')")
+    p.add_argument("--precision", default="auto", choices=("auto", "fp32", "bf16"),
+                   help="auto: fp32 and, where the CPU (AMX, AVX512-BF16) or GPU computes it natively, bf16 "
+                        "candidates; bf16 is refused where it would be emulated")
     p.add_argument("--overlap", type=fraction, default=None,
                    help="sliding-window overlap in [0, 1) (default: the run's)")
     p.add_argument("--sw-batch-size", type=positive_int, default=None,

@@ -16,8 +16,9 @@ import radseg.pipeline
 PIPELINE = Path(radseg.pipeline.__file__).parent
 #: each stage may import itself and the stages listed before it
 ORDER = ["core", "data", "plan", "predict", "export", "evaluate", "review", "train", "slices"]
-#: modules allowed to import a higher stage: the demo runs every stage, the slice branch included
-EXCEPTIONS = {"train/demo.py": {"slices"}}
+#: modules allowed to import a higher stage: the demo runs every stage, the slice branch included; predict's
+#: onnxruntime/OpenVINO runtimes run the ONNX file of export's one exporter (imported when such a runtime is built)
+EXCEPTIONS = {"train/demo.py": {"slices"}, "predict/runtime_backends.py": {"export"}}
 
 
 def _imported_stages(path: Path) -> set[str]:

@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
-from typing import Any, Sequence
+from typing import Any, Callable, Sequence
 
 import torch
 from monai.inferers import sliding_window_inference
@@ -110,6 +110,7 @@ def sliding_window_predict(
     channels_last: bool = False,
     body_mask: torch.Tensor | None = None,
     mirror_axes: Sequence[int] | None = None,
+    forward: Callable[[torch.Tensor], torch.Tensor] | None = None,
 ) -> torch.Tensor:
     """Predict a whole volume window by window.
 
@@ -132,6 +133,8 @@ def sliding_window_predict(
         mirror_axes: the spatial axes to mirror when ``inference_cfg.mirror`` is set (the ones
             flipped in training, :func:`radseg.pipeline.predict.mirroring.trained_mirror_axes`);
             None mirrors every axis, ``()`` none.
+        forward: a ready ``forward(windows) -> float32 logits`` that replaces the network, ``amp``
+            and ``channels_last`` (a runtime from :func:`radseg.pipeline.predict.runtime.choose_runtime`).
 
     Returns:
         ``(B, out_channels, X, Y, Z)`` float32 logits (or probabilities), the image's spatial shape.
@@ -146,7 +149,7 @@ def sliding_window_predict(
     output_device = image.device if output_device is None else output_device
     spatial_dims = image.ndim - 2
     flips = mirror_flips(mirror_axes, spatial_dims) if inference_cfg.mirror else [()]
-    runner = WindowRunner(_forward(network, device, amp, channels_last and spatial_dims == 3))
+    runner = WindowRunner(forward or _forward(network, device, amp, channels_last and spatial_dims == 3))
 
     def _one_pass(volume: torch.Tensor, mask: torch.Tensor | None):
         mask = None if mask is None else pad_like_monai(mask, window)

@@ -7,7 +7,7 @@ The checkpoint alone is enough (nanoGPT's rule: the config travels inside it). I
 from __future__ import annotations
 
 import logging
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
@@ -38,6 +38,9 @@ class PredictModel:
         members: an ensemble's checkpoints (empty for one model).
         grid_members: an ensemble whose members preprocess differently: each predicts on its own grid
             and the probabilities are averaged on the scan's (empty otherwise; see :mod:`.ensemble`).
+        runtimes: the runtimes chosen for this network, by (runtime, precision, sw_batch_size)
+            (:func:`radseg.pipeline.predict.runtime.choose_runtime` fills it on the first case; a copy
+            made with ``dataclasses.replace`` starts empty).
     """
 
     network: torch.nn.Module
@@ -51,6 +54,7 @@ class PredictModel:
     source: str
     members: tuple[str, ...] = ()
     grid_members: tuple["PredictModel", ...] = ()
+    runtimes: dict = field(default_factory=dict, init=False, repr=False, compare=False)
 
     @property
     def modality(self) -> str:

@@ -12,6 +12,7 @@ from typing import Callable, Sequence
 from radseg.errors import ConfigError
 from radseg.pipeline.core.distributed import require_device
 from radseg.pipeline.predict.postprocess import PostprocessConfig
+from radseg.pipeline.predict.runtime import check_runtime
 
 #: the devices ``--device`` accepts
 DEVICES = ("auto", "cpu", "cuda")
@@ -39,6 +40,9 @@ class PredictOptions:
             written, each writing into ``folder`` and returning the paths it wrote (DICOM-SEG,
             quick-look pictures); ``folder`` is the case's private staging folder, whose files are
             moved into the output folder only once the whole case succeeded.
+        runtime: how the network runs (:mod:`.runtime`): "torch" (the default here; the CLI's is
+            "auto"), "auto" (the fastest measured on this machine), "onnxruntime" or "openvino".
+        precision: "auto", "fp32" or "bf16" (bf16 only where the device computes it natively).
         locate: optional ``locate(prepared, model) -> (z_start, z_stop) | None`` on the preprocessed grid
             (the slice branch's liver locator, passed in by the caller: predict does not import
             it); windows outside that z-range are skipped like windows outside the body, and the
@@ -56,6 +60,8 @@ class PredictOptions:
     progress: bool = True
     extra_writers: Sequence[Callable] = ()
     locate: Callable | None = None
+    runtime: str = "torch"
+    precision: str = "auto"
 
 
 def check_options(options: PredictOptions, device: str = "auto") -> None:
@@ -82,6 +88,7 @@ def check_options(options: PredictOptions, device: str = "auto") -> None:
     if device not in DEVICES:
         raise ConfigError(f"--device {device!r} is not one of {', '.join(DEVICES)}; fix: --device auto")
     require_device(device, "--device")
+    check_runtime(options.runtime, options.precision, device)
 
 
 def _is_int(value) -> bool:

@@ -28,6 +28,7 @@ from radseg.pipeline.predict.model import PredictModel
 from radseg.pipeline.predict.options import PredictOptions, check_options
 from radseg.pipeline.predict.postprocess import PostprocessConfig, postprocess
 from radseg.pipeline.predict.prepare import StageClock, prepare_case
+from radseg.pipeline.predict.runtime import choose_runtime, used_runtimes
 from radseg.pipeline.predict.to_grid import axis_map, logits_to_grid
 from radseg.pipeline.predict.window_skip import set_background
 from radseg.progress import progress_bar
@@ -223,10 +224,11 @@ def _network(model: PredictModel, prepared, options: PredictOptions):
     if options.sw_batch_size is not None:
         changes["sw_batch_size"] = options.sw_batch_size
     z_range = None if options.locate is None else options.locate(prepared, model)
+    runtime = choose_runtime(model, prepared.image, options.runtime, options.precision, options.sw_batch_size)
     logits = sliding_window_predict(
         model.network, prepared.image, dataclasses.replace(cfg, **changes), model.cfg.train.roi_size,
         device=model.device, amp=model.amp, output_device="cpu", body_mask=_located_body(prepared.body, z_range),
-        mirror_axes=model.mirror_axes,
+        mirror_axes=model.mirror_axes, forward=runtime.forward,
     )
     if z_range is not None:  # windows reaching past the located range do not label outside it
         outside = torch.ones(logits.shape[-1], dtype=torch.bool)
@@ -273,7 +275,7 @@ def _write(model, case, prepared, labels: np.ndarray, probs, files: outputs.Case
         "case": case.name, "source": str(case.path), "series_uid": case.series_uid,
         "model": model.source, "members": list(model.members), "mask": files.mask.name, "shape": list(prepared.grid.size),
         "spacing": list(prepared.grid.spacing), "volumes_ml": volumes,
-        "postprocess": options.postprocess.describe(names),
+        "postprocess": options.postprocess.describe(names), "runtime": ", ".join(used_runtimes(model)),
         "extra_files": [p.name for p in files.extra],
     }, files.record)
     return volumes
