@@ -92,7 +92,10 @@ def _cmd_train_folds(args: argparse.Namespace) -> int:
         raise ConfigError("--fold trains one fold and --folds several; pass one of them")
     if args.budget and args.config:
         raise ConfigError("--budget plans every setting itself; drop --config (or drop --budget to train with it)")
-    cfg = _load_checked_config(args.config, args.set) if args.config else None
+    if args.resume and (args.config or args.set or args.budget):
+        print("--resume continues each fold with the run's own config (cv.json, fold_K/config.yaml); --config, "
+              "--set and --budget are ignored", file=sys.stderr)
+    cfg = _load_checked_config(args.config, args.set) if args.config and not args.resume else None
     result = train_folds(args.data, args.output, args.folds, cfg=cfg, budget=args.budget, device=args.device,
                          resume=args.resume, overwrite=args.overwrite, overrides=args.set,
                          pace=not args.fixed_schedule)
