@@ -8,13 +8,11 @@ nothing half-written.
 from __future__ import annotations
 
 import logging
-import os
-import shutil
 import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from radseg.atomic import replace_folder
+from radseg.atomic import atomic_folder
 from radseg.errors import DataError
 from radseg.pipeline.review import pages
 from radseg.pipeline.review.cases import ReviewInputs, check_grids, gather_review_cases
@@ -73,13 +71,9 @@ def review_folder(pred: str | Path, output: str | Path, *, truth: str | Path | N
     check_output(output, overwrite)
     inputs = gather_review_cases(pred, truth, images, labels)
     check_grids(inputs.cases)
-    staging = output.with_name(f".{output.name}.tmp-{os.getpid()}")
-    staging.mkdir(parents=True)
-    try:
+    # written beside the output, then renamed onto it: the earlier review is removed only once replaced
+    with atomic_folder(output, overwrite=True) as staging:
         downsampled = _write_pages(staging, inputs, max_voxels, progress)
-        _swap_in(staging, output)
-    finally:
-        shutil.rmtree(staging, ignore_errors=True)
     logger.info("wrote the review of %d case(s) in %.1f s", len(inputs.cases), time.perf_counter() - start)
     return ReviewResult(output, len(inputs.cases), downsampled, inputs.notes)
 
@@ -120,7 +114,3 @@ def _write_pages(folder: Path, inputs: ReviewInputs, max_voxels: int, progress: 
     pages.copy_assets(folder)
     return downsampled
 
-
-def _swap_in(staging: Path, output: Path) -> None:
-    """Put the finished folder at ``output``, the earlier review (if any) removed only once it is replaced."""
-    replace_folder(staging, output)
