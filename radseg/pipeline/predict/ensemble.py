@@ -118,10 +118,11 @@ def _same_windows(first: PredictModel, other: PredictModel) -> bool:
 
 def _ensemble_config(first: PredictModel, models: list):
     """The first member's config, with a cross-validation run's out-of-fold clean-ups when there is one."""
-    cfg = load_config(config_to_dict(first.cfg))
+    settings = config_to_dict(first.cfg)
     for model in models:
         chosen = cv.read_postprocess_choice(Path(model)) if cv.is_cv_run(Path(model)) else None
         if chosen is not None:
             logger.info("clean-ups chosen on %s's out-of-fold predictions apply", model)
-            return load_config({**config_to_dict(cfg), "inference": {**config_to_dict(cfg)["inference"], **chosen}})
-    return cfg
+            settings["inference"] = {**settings["inference"], **chosen}
+            break
+    return load_config(settings)

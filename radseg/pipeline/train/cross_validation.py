@@ -99,8 +99,9 @@ def check_cv_output(run_dir: Path, resume: bool, overwrite: bool) -> None:
         return
     if not run_dir.is_dir():
         raise ConfigError(f"--output {run_dir} is a file; pass a folder for the cross-validation run")
-    if not is_cv_run(run_dir) and not overwrite and _fold_runs(run_dir):
-        raise ConfigError(f"--output {run_dir} holds trained fold runs ({', '.join(_fold_runs(run_dir))}) but no "
+    trained = [] if is_cv_run(run_dir) or overwrite else _fold_runs(run_dir)
+    if trained:
+        raise ConfigError(f"--output {run_dir} holds trained fold runs ({', '.join(trained)}) but no "
                           f"{CV_FILE}; pass --overwrite to replace them, or choose another --output")
     if (run_dir / "config.yaml").is_file():
         raise ConfigError(f"--output {run_dir} holds a single-fold run; choose an empty or new folder for the "
