@@ -25,7 +25,6 @@ from __future__ import annotations
 import argparse
 import logging
 import os
-import platform
 import re
 import shutil
 import subprocess
@@ -40,6 +39,7 @@ import radseg
 from radseg.pipeline.data.datalist import discover_dataset
 from radseg.pipeline.data.phantom import write_phantom_dataset
 from radseg.pipeline.evaluate.evaluate_folder import evaluate_folder
+from radseg.pipeline.predict.runtime_cache import cpu_description
 from radseg.pipeline.train.budget_run import train_with_budget
 from radseg.pipeline.train.folds_run import train_folds
 
@@ -116,15 +116,6 @@ def main(argv: list[str] | None = None) -> int:
     return 0
 
 
-def _cpu_name() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or platform.machine()
-
 
 def _table(rows, args, spec) -> str:
     names = [spec.labels[i] for i in sorted(spec.labels) if i]
@@ -137,7 +128,7 @@ def _table(rows, args, spec) -> str:
         cells += [f"{dice[n]['mean']:.3f} [{dice[n]['ci_low']:.3f}-{dice[n]['ci_high']:.3f}]" for n in names]
         lines.append("| " + " | ".join(cells) + " |")
     lines.append(f"\n{args.profile} phantom, {args.cases} training + {args.test} held-out cases, seed {args.seed}; "
-                 f"budget {args.budget_minutes:g} min per system; CPU {_cpu_name()}, "
+                 f"budget {args.budget_minutes:g} min per system; CPU {cpu_description()}, "
                  f"torch threads {torch.get_num_threads()}; predict: the whole command (start-up included)")
     return "\n".join(lines)
 

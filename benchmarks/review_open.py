@@ -18,7 +18,6 @@ Run: ``python benchmarks/review_open.py`` (about 2 minutes on 2 cores).
 from __future__ import annotations
 
 import argparse
-import platform
 import statistics
 import tempfile
 import time
@@ -27,6 +26,7 @@ from pathlib import Path
 import nibabel as nib
 import numpy as np
 
+from radseg.pipeline.predict.runtime_cache import cpu_description
 from radseg.pipeline.review import review_folder
 
 SHAPE, SPACING = (512, 512, 800), (0.8, 0.8, 1.0)
@@ -99,7 +99,7 @@ def main() -> None:
         case_mb = _mb((root / "review" / "cases").iterdir())
         input_mb = _mb(p for name in ("images", "truth", "pred") for p in (root / name).iterdir())
         times = _open_times((root / "review" / "case.html").as_uri() + "#ct", args.repeats, root / "chromium")
-    print(f"CPU: {platform.processor() or platform.machine()}, {_cpu_model()}; synthetic case made in {made:.0f} s")
+    print(f"CPU: {cpu_description()}; synthetic case made in {made:.0f} s")
     print(f"{'case':<22}{'shown as':>14}{'write s':>9}{'case MB':>9}{'inputs MB':>11}{'open s best':>13}"
           f"{'median':>8}{'script':>8}{'decode':>8}{'draw':>6}")
     shown = "x".join(str((n + 1) // 2) for n in SHAPE) if result.downsampled else "x".join(map(str, SHAPE))
@@ -110,15 +110,6 @@ def main() -> None:
     print("open s: navigation start to all three views drawn; of the best load: script = until the case's "
           "script has run, decode = base64 + inflate, draw = the first render")
 
-
-def _cpu_model() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip() + f", {len(__import__('os').sched_getaffinity(0))} cores usable"
-    except OSError:
-        pass
-    return "CPU model unknown"
 
 
 if __name__ == "__main__":
