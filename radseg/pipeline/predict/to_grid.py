@@ -10,12 +10,14 @@ held for the whole original grid (the RAM hog of nnU-Net's and MONAI's ``Invertd
 Labels alone take a shortcut that gives exactly the same answer: where all 8 preprocessed voxels
 around an original voxel share one argmax, every convex combination of their logits has that
 argmax too, so the label is gathered (one byte per voxel); trilinear interpolation runs only for
-the voxels in cells whose corners disagree, along class boundaries.
+the voxels in cells whose corners disagree, along class boundaries, or for a whole slab axis by
+axis where such voxels are most of it (a noisy, untrained network). Slabs run on one thread per
+core.
 """
 
 from __future__ import annotations
 
-import itertools
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 
 import numpy as np
@@ -25,6 +27,10 @@ import torch
 _AXIS_TOLERANCE = 1e-3
 #: flag bit marking cells whose corners disagree (labels stay below it: at most 127 classes)
 _MIXED = np.uint8(128)
+#: above this share of a slab's voxels in mixed cells, interpolating the whole slab axis by axis
+#: is cheaper than 8 gathers per mixed voxel (about 50 against 170 ns per voxel, measured on a
+#: 2-core AMD EPYC with a random network's logits)
+_SEPARABLE_SHARE = 0.3
 
 
 @dataclass(frozen=True)
@@ -157,19 +163,30 @@ def _labels_to_grid(logits: torch.Tensor, mapping: AxisMap, shape: tuple[int, in
     # one gather per slab: each output (y, x) reads one (y', x') of the preprocessed plane
     plane = (y_axis["low"][:, None] * coded.shape[2] + x_axis["low"][None, :]).ravel()
     labels = np.empty(shape[::-1], dtype=np.uint8)
-    for start in range(0, shape[2], slab):
+    volume = base.permute(0, *(a + 1 for a in mapping.axes))  # the original axis order, as _slab wants
+
+    def one_slab(start: int) -> None:
         rows = slice(start, min(start + slab, shape[2]))
         z_part = {key: value[rows] for key, value in z_axis.items()}
         block = coded[z_part["low"]].reshape(len(z_part["low"]), -1)
         block = np.take(block, plane, axis=1).reshape(-1, shape[1], shape[0])
         z_idx, y_idx, x_idx = np.nonzero(block >= _MIXED)
-        if z_idx.size:
+        if z_idx.size > _SEPARABLE_SHARE * block.size:  # boundaries everywhere: the whole slab, axis by axis
+            slab_axis = _Axis(*(getattr(axes[2], name)[rows] for name in ("low", "high", "weight", "inside")))
+            whole = channel_argmax(_slab(volume, axes[0], axes[1], slab_axis)).permute(2, 1, 0).numpy()
+            block[z_idx, y_idx, x_idx] = whole[z_idx, y_idx, x_idx]
+        elif z_idx.size:
             block[z_idx, y_idx, x_idx] = _interpolate_points(flat, strides, (z_part, y_axis, x_axis),
                                                              (z_idx, y_idx, x_idx))
         block[~z_part["inside"]] = 0
         block[:, ~y_axis["inside"]] = 0
         block[:, :, ~x_axis["inside"]] = 0
         labels[rows] = block
+
+    # slabs are independent and numpy/torch release the GIL in their loops: one thread per core
+    starts = range(0, shape[2], slab)
+    with ThreadPoolExecutor(max(1, min(torch.get_num_threads(), len(starts)))) as pool:
+        list(pool.map(one_slab, starts))
     return labels
 
 
