@@ -17,6 +17,7 @@ also times the whole ``radseg demo`` with the allocator off and on (about 16 min
 
     python benchmarks/cpu_speed.py                 # about 8 minutes on 2 CPU cores
     python benchmarks/cpu_speed.py --demo          # + the demo twice
+    python benchmarks/cpu_speed.py --demo --bf16   # bf16 against float32 training: held-out Dice over seeds
 """
 
 from __future__ import annotations
@@ -307,6 +308,12 @@ def _thread_rows(args) -> list[str]:
 
 
 def _parent(args) -> None:
+    if args.bf16 and (args.demo or args.demo_only):  # the held-out check of bf16 training (bf16_training.py)
+        sys.path.insert(0, str(Path(__file__).resolve().parent))
+        from bf16_training import bf16_rows
+
+        print("\n".join(bf16_rows(args.seeds)))
+        return
     if args.demo_only:
         print("\n".join(_demo_rows(args)))
         return
@@ -348,7 +355,9 @@ def main() -> None:
     parser.add_argument("--workers", type=int, default=0, help=argparse.SUPPRESS)
     parser.add_argument("--channels-last", action="store_true", help=argparse.SUPPRESS)
     parser.add_argument("--channels-last-train", action="store_true", help=argparse.SUPPRESS)
-    parser.add_argument("--bf16", action="store_true", help=argparse.SUPPRESS)
+    parser.add_argument("--bf16", action="store_true",
+                        help="with --demo: train the demo in float32 and in bf16 over --seeds and compare held-out Dice")
+    parser.add_argument("--seeds", type=int, default=3, help="seeds for --demo --bf16 (default 3)")
     parser.add_argument("--mallopt", action="store_true", help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.child:
