@@ -16,7 +16,9 @@ import torch
 #: channels_last_3d on CPU (oneDNN), per use. Measured on 2 AVX2 cores (benchmarks/cpu_speed.py, two runs): the
 #: demo's training step 1.12x faster (2.30 -> 2.06 s, 2.49 -> 2.23 s), its sliding window up to 1.31x slower.
 #: So training steps run channels-last and validation switches the weights back to contiguous for its windows
-#: (:func:`contiguous_weights`).
+#: (:func:`contiguous_weights`). On a Xeon with AMX the channels-last step was 1.21x slower (issue 24), so a plan
+#: times both layouts on the machine and sets ``train.channels_last`` (:mod:`radseg.pipeline.plan.layout`);
+#: this default is what a preset gets.
 CPU_CHANNELS_LAST = {"train": True, "infer": False}
 
 

@@ -99,7 +99,7 @@ def planned_network(name: str, widths: Sequence[int], deep_supervision: bool = F
 
 def measure_step_seconds(widths: Sequence[int], roi_size: Sequence[int], patches: int, in_channels: int,
                          out_channels: int, *, device: str = "cpu", steps: int = 3, network: str = "unet3d",
-                         batches: Iterable[dict] | None = None) -> float:
+                         batches: Iterable[dict] | None = None, channels_last: bool | None = None) -> float:
     """Seconds per training step of a planned network, the median of ``steps`` timed steps.
 
     A step is what training runs: forward, Dice + cross-entropy loss (``train.loss: dice_ce``),
@@ -118,6 +118,8 @@ def measure_step_seconds(widths: Sequence[int], roi_size: Sequence[int], patches
         steps: timed steps.
         network: one of :data:`PLANNED_NETWORKS`.
         batches: an iterable of batches of ``patches`` patches of ``roi_size``, or None.
+        channels_last: time this layout (CPU; :mod:`radseg.pipeline.plan.layout` times both);
+            None: the layout training uses by default.
     """
     from monai.losses import DiceCELoss
 
@@ -128,7 +130,8 @@ def measure_step_seconds(widths: Sequence[int], roi_size: Sequence[int], patches
     name = network
     network = build_network(planned_network(name, widths), in_channels=in_channels,
                             out_channels=out_channels).to(device)
-    channels_last = use_channels_last(True, device, 3, training=True)  # the layout training will use
+    if channels_last is None or device != "cpu":
+        channels_last = use_channels_last(True, device, 3, training=True)  # the layout training will use
     if channels_last:
         network = network.to(memory_format=torch.channels_last_3d)
     optimizer = torch.optim.AdamW(network.parameters(), lr=1e-4)
@@ -167,8 +170,8 @@ def measure_step_seconds(widths: Sequence[int], roi_size: Sequence[int], patches
                            "(fewer, coarser steps); plan on an idle machine for a larger model", 100 * share)
     del network, optimizer, source, random_batch
     seconds = statistics.median(times)
-    logger.info("calibration: " + name + " %s, patch %s x %d%s: %.3f s/step", list(widths), list(roi_size), patches,
-                " with data loading" if batches is not None else "", seconds)
+    logger.info("calibration: " + name + " %s, patch %s x %d%s%s: %.3f s/step", list(widths), list(roi_size), patches,
+                " with data loading" if batches is not None else "", " channels-last" if channels_last else "", seconds)
     return seconds
 
 
@@ -200,14 +203,19 @@ def measured_step_timer(device: str, data: Callable[[Sequence[int], int], Iterab
     """
     memo: dict[tuple, float] = {}
 
-    def timer(widths, roi_size, patches, in_channels, out_channels, network="unet3d") -> float:
-        key = (tuple(widths), tuple(roi_size), patches, in_channels, out_channels, network)
+    def timer(widths, roi_size, patches, in_channels, out_channels, network="unet3d", channels_last=None) -> float:
+        if channels_last is None:  # the layout training uses by default: one memo entry for both spellings
+            from radseg.pipeline.core.memory_format import use_channels_last
+
+            channels_last = use_channels_last(True, device, 3, training=True)
+        key = (tuple(widths), tuple(roi_size), patches, in_channels, out_channels, network, channels_last)
         if key not in memo:
             logger.info("calibration %d: timing %s %s on patches %s x %d%s", len(memo) + 1, network, list(widths),
                         list(roi_size), patches, " with data loading" if data is not None else "")
             batches = data(roi_size, patches) if data is not None else None
             memo[key] = measure_step_seconds(widths, roi_size, patches, in_channels, out_channels, device=device,
-                                             network=network, steps=6 if data is not None else 3, batches=batches)
+                                             network=network, steps=6 if data is not None else 3, batches=batches,
+                                             channels_last=channels_last)
             del batches  # a DataLoader's persistent workers end with it
         return memo[key]
 
@@ -230,8 +238,8 @@ def flops_step_timer(gflops_per_second: float) -> StepTimer:
     """
     memo: dict[tuple, float] = {}
 
-    def timer(widths, roi_size, patches, in_channels, out_channels, network="unet3d") -> float:
-        key = (tuple(widths), tuple(roi_size), in_channels, out_channels, network)
+    def timer(widths, roi_size, patches, in_channels, out_channels, network="unet3d", channels_last=None) -> float:
+        key = (tuple(widths), tuple(roi_size), in_channels, out_channels, network)  # FLOPs: the same in any layout
         if key not in memo:
             memo[key] = unet_gflops(widths, roi_size, in_channels, out_channels, network)
         return 3 * patches * memo[key] / gflops_per_second

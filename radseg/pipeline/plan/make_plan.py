@@ -20,6 +20,7 @@ from radseg.configs.schema import AugmentConfig, CacheConfig, PreprocessConfig
 from radseg.errors import ConfigError, DataError
 from radseg.pipeline.core import distributed as ddp
 from radseg.pipeline.plan.budget import format_seconds, parse_budget
+from radseg.pipeline.plan.layout import apply_layout, layout_decision, plan_layout_timer
 from radseg.pipeline.plan.machine import detect_machine, measured_step_timer
 from radseg.pipeline.plan.planner import DatasetFacts, Plan, plan_from_fingerprint
 from radseg.pipeline.plan.rules import planned_workers, sampler_decisions, spacing_candidates
@@ -80,10 +81,13 @@ def plan_dataset(data: str | Path, budget: str | float = "15m", device: str = "a
     # train --budget (count_planning) hands this fingerprint to its run; a saved plan's run measures its own
     plan = plan_from_fingerprint(fingerprint, facts, machine, seconds, timer, elapsed_seconds=elapsed,
                                  fold_all=fold_all, data_timer=data_timer, fingerprint_reused=count_planning)
+    # the planned step in each memory layout: which one oneDNN runs faster depends on the CPU
+    layout = layout_decision(machine.device, plan_layout_timer(plan, facts.in_channels, facts.num_classes, timer))
     if count_planning:  # the calibration took time too: plan again with what it measured (no new steps)
         plan = plan_from_fingerprint(fingerprint, facts, machine, seconds, timer,
                                      elapsed_seconds=time.perf_counter() - start, fold_all=fold_all,
                                      data_timer=data_timer, fingerprint_reused=True)
+    apply_layout(plan, layout)
     plan.notes.append(f"planned in {time.perf_counter() - start:.0f} s on {len(datalist)} cases of {spec.root} "
                       f"(reading {read_seconds:.2f} s and preprocessing {prep_seconds:.2f} s per case)")
     plan.config.data.root = str(spec.root)
