@@ -127,7 +127,8 @@ def resample(array: np.ndarray, affine: np.ndarray, spacing) -> Resampled | None
         caller runs MONAI's chain instead).
     """
     affine = np.asarray(affine, dtype=np.float64)
-    target = np.asarray(spacing, dtype=np.float64)[:3].copy()
+    target = np.atleast_1d(np.asarray(spacing, dtype=np.float64))[:3]
+    target = np.concatenate([target, np.repeat(target[-1:], 3 - target.size)])  # Spacing pads with the last value
     current = affine_to_spacing(affine, 3, target.dtype)
     keep = np.abs(current - target) <= AFFINE_TOL  # Spacingd keeps a spacing already at the target
     target[keep] = current[keep]

@@ -53,6 +53,9 @@ CASES = {
                                  (1.1, 0.9, 3.0), (-20, 30, 40)), (1.0, 2.0, 1.7), 2),
     # RAS-stored, no margin, coarser everywhere
     "ras-coarse": (_affine(np.eye(3), (0.7, 0.75, 1.25), (0, 0, 0)), (2.1, 1.9, 2.6), 0),
+    # a bundle's pixdim may keep an axis (0: the scan's own spacing) or give two values (the last repeats)
+    "keep-y": (_affine(np.diag([-1.0, 1.0, 1.0]), (0.9, 0.8, 2.2), (0, 0, 0)), (1.4, 0.0, 1.6), 1),
+    "two-values": (_affine(np.eye(3), (0.9, 0.8, 2.2), (0, 0, 0)), (1.4, 1.7), 1),
 }
 
 
