@@ -53,7 +53,8 @@ def quicklook_writer(case, labels: np.ndarray, prepared, model, folder: Path) ->
     Up to two foreground classes are outlined each in its own colour; with more classes, the union
     of all foreground classes and the last (often the smallest: a lesion) are shown.
     """
-    scan = sitk.GetArrayViewFromImage(read_image(case.path, case.series_uid or None))
+    source = read_image(case.path, case.series_uid or None)  # kept alive: the view below is its buffer
+    scan = sitk.GetArrayViewFromImage(source)
     if scan.ndim != 3:  # a multi-channel scan: show its first channel
         scan = scan[..., 0]
     image = np.transpose(scan, (2, 1, 0))
@@ -68,6 +69,7 @@ def quicklook_writer(case, labels: np.ndarray, prepared, model, folder: Path) ->
     path = folder / f"{case.name}{QUICKLOOK_SUFFIX}"
     save_quicklook(path, image, masks, spacing=prepared.grid.spacing, names=names,
                    title=f"{case.name}: radseg predict", center=_center(volume))
+    del source
     return [path]
 
 

@@ -73,3 +73,27 @@ def test_failing_dicom_seg_leaves_nothing_of_its_case_and_the_others_complete(tm
     assert sorted(p.name for p in out.iterdir()) == sorted(
         [earlier.name, "labels.json", "plain.json", "plain.nii.gz", "volumes.csv"])  # no staging left
     assert [row.split(",")[0] for row in (out / "volumes.csv").read_text().splitlines()] == ["case", "plain"]
+
+
+def test_the_quicklook_draws_the_scan_itself_not_a_freed_buffer(tmp_path, monkeypatch):
+    """The scan handed to the picture must still be the scan while it is drawn: a view of a SimpleITK
+    image nothing keeps alive shows whatever reused its memory (grey blocks in the picture)."""
+    image, _ = phantom_scan(DIRECTIONS["LPS"])
+    source = tmp_path / "scan.nii.gz"
+    sitk.WriteImage(image, str(source))
+    expected = np.transpose(sitk.GetArrayFromImage(sitk.ReadImage(str(source))), (2, 1, 0))
+    drawn = []
+
+    def check(path, scan, masks, **kwargs):
+        import gc
+
+        gc.collect()
+        reuse = [np.full(scan.shape, 7, dtype=scan.dtype) for _ in range(4)]  # memory a freed buffer would give up
+        drawn.append(np.array_equal(scan, expected))
+        del reuse
+
+    monkeypatch.setattr(extra_outputs, "save_quicklook", check)
+    options = PredictOptions(progress=False, check_modality=False, extra_writers=(quicklook_writer,))
+    (result,) = predict_many(oracle_model(), [source], tmp_path / "out", options).results
+    assert result.status == "done", result.message
+    assert drawn == [True]
