@@ -137,6 +137,10 @@ def resample(array: np.ndarray, affine: np.ndarray, spacing) -> Resampled | None
     new_affine[:3, 3] = offset[:3]
     shape = tuple(int(s) for s in shape)
     index_map = np.linalg.solve(affine, new_affine)  # output index -> source index
+    if shape == tuple(array.shape) and (np.allclose(affine, new_affine, atol=AFFINE_TOL)
+                                        or np.allclose(index_map, np.eye(4), atol=AFFINE_TOL)):
+        # Spacingd leaves such a scan as it is, with its own affine (a spacing within about 0.1% of the target)
+        return Resampled(image=torch.from_numpy(np.ascontiguousarray(array, dtype=np.float32)), affine=affine)
     if np.abs(index_map[:3, :3] - np.diag(np.diag(index_map[:3, :3]))).max() > 1e-6:
         return None  # a sheared affine: not axis by axis
     axes = [_axis(index_map[i, i], index_map[i, 3], shape[i], array.shape[i]) for i in range(3)]
