@@ -31,6 +31,8 @@ _MIXED = np.uint8(128)
 #: is cheaper than 8 gathers per mixed voxel (about 50 against 170 ns per voxel, measured on a
 #: 2-core AMD EPYC with a random network's logits)
 _SEPARABLE_SHARE = 0.3
+#: memory the slabs taken back at once may use (the threads are capped to fit it)
+_SLABS_IN_FLIGHT_BYTES = 2 * 1024**3
 
 
 @dataclass(frozen=True)
@@ -183,10 +185,18 @@ def _labels_to_grid(logits: torch.Tensor, mapping: AxisMap, shape: tuple[int, in
         block[:, :, ~x_axis["inside"]] = 0
         labels[rows] = block
 
-    # slabs are independent and numpy/torch release the GIL in their loops: one thread per core
+    # slabs are independent and numpy/torch release the GIL in their loops: one thread per core, each
+    # running torch single-threaded (no team of threads per worker), as many as the slabs' memory allows
     starts = range(0, shape[2], slab)
-    with ThreadPoolExecutor(max(1, min(torch.get_num_threads(), len(starts)))) as pool:
-        list(pool.map(one_slab, starts))
+    threads = torch.get_num_threads()
+    slab_bytes = 3 * 4 * base.shape[0] * shape[0] * shape[1] * slab  # the whole-slab route's float32 buffers
+    workers = max(1, min(threads, len(starts), _SLABS_IN_FLIGHT_BYTES // max(slab_bytes, 1)))
+    torch.set_num_threads(1 if workers > 1 else threads)
+    try:
+        with ThreadPoolExecutor(workers) as pool:
+            list(pool.map(one_slab, starts))
+    finally:
+        torch.set_num_threads(threads)
     return labels
 
 
