@@ -140,7 +140,8 @@ def resample(array: np.ndarray, affine: np.ndarray, spacing) -> Resampled | None
     if shape == tuple(array.shape) and (np.allclose(affine, new_affine, atol=AFFINE_TOL)
                                         or np.allclose(index_map, np.eye(4), atol=AFFINE_TOL)):
         # Spacingd leaves such a scan as it is, with its own affine (a spacing within about 0.1% of the target)
-        return Resampled(image=torch.from_numpy(np.ascontiguousarray(array, dtype=np.float32)), affine=affine)
+        # always a copy: ``array`` may be a view of a SimpleITK buffer freed once the caller drops the image
+        return Resampled(image=torch.from_numpy(np.array(array, dtype=np.float32, order="C", copy=True)), affine=affine)
     if np.abs(index_map[:3, :3] - np.diag(np.diag(index_map[:3, :3]))).max() > 1e-6:
         return None  # a sheared affine: not axis by axis
     axes = [_axis(index_map[i, i], index_map[i, 3], shape[i], array.shape[i]) for i in range(3)]
