@@ -61,6 +61,30 @@ def fsync_path(path: Path) -> None:
         os.close(fd)
 
 
+def holds_files(path: str | Path, label: str, purpose: str) -> bool:
+    """Whether ``path`` is a folder with something in it (False: missing or empty, free to write).
+
+    The first step of every "may this output folder be written?" check (export, review, phantom);
+    what counts as an earlier output of the caller's own is the caller's to decide.
+
+    Args:
+        path: the output folder.
+        label: how the error names it ("--output", "phantom output").
+        purpose: what the folder is for ("the export"), for the error.
+
+    Raises:
+        DataError: ``path`` is a file.
+    """
+    from radseg.errors import DataError
+
+    path = Path(path)
+    if not path.exists():
+        return False
+    if not path.is_dir():
+        raise DataError(f"{label} {path} is a file; expected a folder for {purpose}; choose another path")
+    return any(path.iterdir())
+
+
 @contextlib.contextmanager
 def atomic_folder(path: str | Path, overwrite: bool = False) -> Iterator[Path]:
     """A temporary folder beside ``path``, renamed onto it when the block ends without error.

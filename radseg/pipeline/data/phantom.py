@@ -18,6 +18,7 @@ from pathlib import Path
 
 import nibabel as nib
 
+from radseg.atomic import holds_files
 from radseg.errors import DataError
 from radseg.pipeline.data.phantom_anatomy import make_phantom_case  # noqa: F401 - public here too
 from radseg.pipeline.data.phantom_profiles import check_profile, make_profile_case
@@ -80,11 +81,7 @@ def write_phantom_dataset(
 
 
 def _check_target(out: Path, overwrite: bool) -> None:
-    if not out.exists():
-        return
-    if not out.is_dir():
-        raise DataError(f"phantom output {out} is a file, expected a folder; choose another path")
-    if not any(out.iterdir()):
+    if not holds_files(out, "phantom output", "the phantom"):
         return
     if not overwrite:
         raise DataError(f"phantom output {out} already exists and is not empty; pass overwrite=True (--overwrite) to replace it")

@@ -13,7 +13,7 @@ import logging
 from dataclasses import dataclass
 from pathlib import Path
 
-from radseg.atomic import atomic_folder
+from radseg.atomic import atomic_folder, holds_files
 from radseg.errors import DataError
 
 logger = logging.getLogger(__name__)
@@ -73,11 +73,7 @@ def check_output(output: Path, run: Path, overwrite: bool) -> None:
         where = "is" if target == run_folder else "holds" if target in run_folder.parents else "lies inside"
         raise DataError(f"--output {output} {where} the run folder {run_folder} being exported; the export would "
                         "replace or mix with the run; fix: choose a folder outside the run")
-    if not output.exists():
-        return
-    if not output.is_dir():
-        raise DataError(f"--output {output} is a file; expected a folder for the export; fix: choose another path")
-    if not any(output.iterdir()):
+    if not holds_files(output, "--output", "the export"):
         return
     if not is_export(output):
         raise DataError(f"--output {output} exists and holds other files, not an earlier radseg export, so "

@@ -12,7 +12,7 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from radseg.atomic import atomic_folder
+from radseg.atomic import atomic_folder, holds_files
 from radseg.errors import DataError
 from radseg.pipeline.review import pages
 from radseg.pipeline.review.cases import ReviewInputs, check_grids, gather_review_cases
@@ -80,11 +80,7 @@ def review_folder(pred: str | Path, output: str | Path, *, truth: str | Path | N
 
 def check_output(output: Path, overwrite: bool) -> None:
     """Refuse an earlier review without ``overwrite``, and any other non-empty folder always."""
-    if not output.exists():
-        return
-    if not output.is_dir():
-        raise DataError(f"--output {output} is a file; expected a folder for the review pages; choose another path")
-    if not any(output.iterdir()):
+    if not holds_files(output, "--output", "the review pages"):
         return
     if not (output / pages.INDEX_DATA).is_file():
         raise DataError(f"--output {output} is a folder that holds other files, not a radseg review; "
