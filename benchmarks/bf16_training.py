@@ -42,13 +42,9 @@ def _child(args) -> None:
     from radseg.pipeline.core.checkpoint import BEST
     from radseg.pipeline.data.datalist import discover_dataset, to_datalist
     from radseg.pipeline.data.phantom import write_phantom_dataset
-    from radseg.pipeline.evaluate.mask_scores import score_masks
-    from radseg.pipeline.predict.inputs import output_stem
-    from radseg.pipeline.predict.model import load_predict_model
-    from radseg.pipeline.predict.outputs import MASK_SUFFIX
-    from radseg.pipeline.predict.predict import PredictOptions, predict_many
+    from radseg.pipeline.predict.predict import PredictOptions
+    from radseg.pipeline.train.demo import _predict_and_score
     from radseg.pipeline.train.fit import fit
-    from radseg import keys
 
     work = Path(args.workdir)
     data = work / "data"
@@ -59,14 +55,9 @@ def _child(args) -> None:
     fit(cfg, data=data, output=run, overwrite=True)
     with (run / "metrics.csv").open() as handle:
         rows = list(csv.DictReader(handle))
-    test = to_datalist(discover_dataset(data).test)
-    model = load_predict_model(run / BEST, "cpu")
-    predictions = work / f"pred-{args.amp}"
-    predict_many(model, [case[keys.IMAGE] for case in test], predictions,
-                 PredictOptions(overwrite=True, progress=False, runtime="torch", precision="fp32"))
-    pairs = {case[keys.CASE_ID]: (predictions / f"{output_stem(Path(case[keys.IMAGE]))}{MASK_SUFFIX}",
-                                  Path(case[keys.LABEL])) for case in test}
-    means = score_masks(pairs, [model.class_name(c) for c in range(1, model.num_classes)]).mean()
+    # the demo's own held-out scoring, the network in float32 torch so that only training differs
+    means = _predict_and_score(run / BEST, to_datalist(discover_dataset(data).test), work / f"pred-{args.amp}", "cpu",
+                               PredictOptions(progress=False, runtime="torch", precision="fp32")).mean()
     steps = len(rows) * cfg.train.iterations_per_epoch
     print(json.dumps({"train_s": sum(float(r["epoch_time"]) for r in rows), "steps": steps, "dice": means}))
 

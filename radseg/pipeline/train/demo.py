@@ -3,6 +3,7 @@ and their Dice against the labels on the scans' own grids."""
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import time
 from pathlib import Path
@@ -67,8 +68,12 @@ def run_demo(output: str | Path = "demo-runs", cases: int = 12, *, overwrite: bo
     return text
 
 
-def _predict_and_score(checkpoint: Path, datalist: list[dict], predictions: Path, device: str):
-    """``radseg predict`` on the held-out images, then Dice against their labels on the original grid."""
+def _predict_and_score(checkpoint: Path, datalist: list[dict], predictions: Path, device: str, options=None):
+    """``radseg predict`` on the held-out images, then Dice against their labels on the original grid.
+
+    ``options`` (:class:`PredictOptions`, always with ``overwrite``: this run's model, never stale
+    masks) defaults to the API's settings.
+    """
     from radseg import keys
     from radseg.pipeline.evaluate.mask_scores import score_masks
     from radseg.pipeline.predict.inputs import output_stem
@@ -77,8 +82,8 @@ def _predict_and_score(checkpoint: Path, datalist: list[dict], predictions: Path
     from radseg.pipeline.predict.predict import PredictOptions, predict_many
 
     model = load_predict_model(checkpoint, device)
-    summary = predict_many(model, [case[keys.IMAGE] for case in datalist], predictions,
-                           PredictOptions(overwrite=True))  # this run's model: never stale masks
+    options = dataclasses.replace(options or PredictOptions(), overwrite=True)
+    summary = predict_many(model, [case[keys.IMAGE] for case in datalist], predictions, options)
     if summary.failed:
         raise DataError(f"predicting the held-out phantom cases failed: {summary.failed[0].message}")
     pairs = {case[keys.CASE_ID]: (predictions / f"{output_stem(Path(case[keys.IMAGE]))}{MASK_SUFFIX}",
